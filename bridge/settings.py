@@ -1,0 +1,191 @@
+"""Settings, read from the environment (see the README for every variable)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.utils import get_random_secret_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_list(name: str) -> list[str]:
+    return [item.strip() for item in env_str(name).split(",") if item.strip()]
+
+
+def env_float(name: str, default: float) -> float:
+    value = env_str(name)
+    return float(value) if value else default
+
+
+DEBUG = env_bool("DEBUG")
+
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
+    # Local runs only: a fresh key per process is harmless because nothing we sign outlives it.
+    SECRET_KEY = get_random_secret_key()
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS") or (["*"] if DEBUG else [])
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off.")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "sessions_app",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "bridge.urls"
+WSGI_APPLICATION = "bridge.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=600,
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web process and the worker write at once: WAL lets readers go on, IMMEDIATE takes the
+    # write lock at BEGIN so a transaction never fails half-way with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "ja"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# The JSON API's bodies are a line id and one chat message; anything near this size is abuse.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
+SSL = env_bool("SSL")
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = SSL
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$"]
+SESSION_COOKIE_SECURE = SSL
+CSRF_COOKIE_SECURE = SSL
+SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365 if SSL else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SSL
+SECURE_HSTS_PRELOAD = SSL
+
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["sessions_app.api.auth.BridgeAPIKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "EXCEPTION_HANDLER": "sessions_app.api.errors.liveagent_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.server": {"level": "WARNING"}},
+}
+
+# --- The bridge ---------------------------------------------------------------------------
+
+BRIDGE_API_KEY = env_str("BRIDGE_API_KEY")
+
+LINE_CHANNEL_SECRET = env_str("LINE_CHANNEL_SECRET")
+LINE_CHANNEL_ACCESS_TOKEN = env_str("LINE_CHANNEL_ACCESS_TOKEN")
+LINE_API_BASE_URL = env_str("LINE_API_BASE_URL", "https://api.line.me")
+LINE_DATA_API_BASE_URL = env_str("LINE_DATA_API_BASE_URL", "https://api-data.line.me")
+LINE_FOLLOW_GREETING = env_str("LINE_FOLLOW_GREETING")
+
+LIVECHAT_CLIENT_ID = env_str("LIVECHAT_CLIENT_ID")
+LIVECHAT_CLIENT_SECRET = env_str("LIVECHAT_CLIENT_SECRET")
+LIVECHAT_ORGANIZATION_ID = env_str("LIVECHAT_ORGANIZATION_ID")
+LIVECHAT_REFRESH_TOKEN = env_str("LIVECHAT_REFRESH_TOKEN")
+LIVECHAT_WEBHOOK_SECRET = env_str("LIVECHAT_WEBHOOK_SECRET")
+LIVECHAT_GROUP_ID = int(env_str("LIVECHAT_GROUP_ID")) if env_str("LIVECHAT_GROUP_ID") else None
+LIVECHAT_PAT = env_str("LIVECHAT_PAT")
+LIVECHAT_ACCOUNT_ID = env_str("LIVECHAT_ACCOUNT_ID")
+LIVECHAT_API_BASE_URL = env_str("LIVECHAT_API_BASE_URL", "https://api.livechatinc.com")
+LIVECHAT_ACCOUNTS_BASE_URL = env_str("LIVECHAT_ACCOUNTS_BASE_URL", "https://accounts.livechat.com")
+LIVECHAT_API_VERSION = env_str("LIVECHAT_API_VERSION", "3.6")
+
+# Vendor calls: (connect, read) seconds. LiveChat answers `request_timeout` itself after 15 s.
+VENDOR_TIMEOUT = (env_float("VENDOR_CONNECT_TIMEOUT", 3.05), env_float("VENDOR_READ_TIMEOUT", 10.0))
+
+# Delivery worker.
+DELIVERY_POLL_INTERVAL = env_float("DELIVERY_POLL_INTERVAL", 0.05)
+DELIVERY_LEASE_SECONDS = env_float("DELIVERY_LEASE_SECONDS", 60.0)
+DELIVERY_BACKOFF_BASE = env_float("DELIVERY_BACKOFF_BASE", 2.0)
+DELIVERY_BACKOFF_MAX = env_float("DELIVERY_BACKOFF_MAX", 300.0)
+DELIVERY_MAX_AGE_SECONDS = env_float("DELIVERY_MAX_AGE_SECONDS", 24 * 3600.0)
+DELIVERY_THREADS = int(env_str("DELIVERY_THREADS", "4"))
+
+# /messages long poll.
+MESSAGES_MAX_WAIT = 25.0
+MESSAGES_POLL_INTERVAL = env_float("MESSAGES_POLL_INTERVAL", 0.1)
+
+# Notices the bridge sends users: Japanese by default, English for LINE users whose profile says
+# so. BRIDGE_NOTICE_TEXTS overrides any of them, as JSON: {"ended": {"ja": "...", "en": "..."}}.
+BRIDGE_DEFAULT_LANGUAGE = env_str("BRIDGE_DEFAULT_LANGUAGE", "ja")
+BRIDGE_NOTICE_TEXTS = json.loads(env_str("BRIDGE_NOTICE_TEXTS") or "{}")
