@@ -1,0 +1,1 @@
+"""The liveagent-compatible JSON API: /init, /messages, /send, /close."""

@@ -1,0 +1,110 @@
+"""The four endpoints of the earlier bridge, same keys and `{"type", "message"}` answers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from sessions_app import relay
+from sessions_app.models import ChatSession, Message
+from sessions_app.notices import notice_text
+
+from .errors import PayloadTooLarge, UnknownLineId
+from .serializers import (
+    InitSerializer,
+    LineIdSerializer,
+    MessagesSerializer,
+    SendSerializer,
+)
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class LiveagentView(APIView):
+    serializer_class: type[serializers.Serializer] = LineIdSerializer
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY_BYTES:
+            raise PayloadTooLarge()
+
+    def validated(self, request: Request) -> serializers.Serializer:
+        if not isinstance(request.data, dict):
+            raise serializers.ValidationError("a JSON object is required")
+        serializer = self.serializer_class(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer
+
+    def session(self, line_id: str) -> ChatSession:
+        session = ChatSession.objects.filter(line_id=line_id).first()
+        if session is None:
+            raise UnknownLineId()
+        return session
+
+
+def answer(kind: str, message: str, status: int = 200) -> Response:
+    return Response({"type": kind, "message": message}, status=status)
+
+
+class InitView(LiveagentView):
+    serializer_class = InitSerializer
+
+    def post(self, request: Request) -> Response:
+        serializer = self.validated(request)
+        data = serializer.validated_data
+        opened = relay.user_open_chat(
+            line_id=data["line_id"],
+            display_name=data["display_name"],
+            session_fields=serializer.session_fields(),
+            delivery_mode=data["delivery"],
+        )
+        if opened:
+            return answer("ok", notice_text("connected", "ja"))
+        return answer("fail", notice_text("unavailable", "ja"))
+
+
+class SendView(LiveagentView):
+    serializer_class = SendSerializer
+
+    def post(self, request: Request) -> Response:
+        data = self.validated(request).validated_data
+        relay.user_said(session=self.session(data["line_id"]), text=data["message"])
+        return answer("send", "send")
+
+
+class CloseView(LiveagentView):
+    def post(self, request: Request) -> Response:
+        data = self.validated(request).validated_data
+        relay.user_closed(session=self.session(data["line_id"]))
+        return answer("end", "deleted session")
+
+
+# What /messages answers for each kind of queued item.
+PULL_TYPES = {Message.Kind.END: "end", Message.Kind.NOTICE: "ok"}
+
+
+class MessagesView(LiveagentView):
+    serializer_class = MessagesSerializer
+
+    def post(self, request: Request) -> Response:
+        data = self.validated(request).validated_data
+        session = self.session(data["line_id"])
+        wait = data.get("wait", settings.MESSAGES_MAX_WAIT)
+        deadline = time.monotonic() + wait
+        while True:
+            item = relay.pull_next(session=session)
+            if item is not None:
+                return answer(PULL_TYPES.get(item.kind, "message"), item.body)
+            if time.monotonic() >= deadline:
+                return answer("ok", "")
+            time.sleep(min(settings.MESSAGES_POLL_INTERVAL, max(deadline - time.monotonic(), 0)))

@@ -1,0 +1,32 @@
+"""System checks: say at start-up which vendor settings are missing (the service still runs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import Warning, register
+
+from .health import configuration_problems
+
+WHAT_STOPS = {
+    "line": "the LINE webhook refuses every call and nothing can be pushed to LINE",
+    "livechat": "no chat can be started and LiveChat webhooks are refused",
+    "json_api": "/init, /messages, /send and /close refuse every call",
+}
+
+
+@register()
+def vendor_settings(app_configs: Any, **kwargs: Any) -> list[Warning]:
+    try:
+        problems = configuration_problems()
+    except Exception:  # the database may not exist yet (before the first migrate)
+        return []
+    return [
+        Warning(
+            f"{area}: not configured ({', '.join(missing)} unset): {WHAT_STOPS[area]}.",
+            hint="See the README's list of environment variables.",
+            id=f"bridge.W00{index}",
+        )
+        for index, (area, missing) in enumerate(problems.items(), start=1)
+        if missing
+    ]

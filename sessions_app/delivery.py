@@ -1,0 +1,261 @@
+"""The delivery worker: takes due rows of the outbox, oldest first per mailbox (one session and
+route), sends them, and records the outcome.
+
+A row is leased before the network call (compare-and-set on `leased_until`), never locked across
+it; a worker that dies mid-send leaves a lease that expires, and the row is taken again with
+`uncertain` set so the next attempt checks before sending twice."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
+from django.utils import timezone
+
+from . import relay
+from .errors import DeliveryError
+from .models import InboundEvent, Message
+
+logger = logging.getLogger(__name__)
+
+Route = Message.Route
+Status = Message.Status
+
+
+@dataclass(frozen=True)
+class Channel:
+    """How one route's rows are carried: `select` picks which leased rows go in one call (the
+    rest are released), `send` makes the call or raises a DeliveryError."""
+
+    send: Callable[[Sequence[Message]], None]
+    batch_size: int = 1
+    select: Callable[[Sequence[Message]], list[Message]] = lambda rows: list(rows[:1])
+
+
+CHANNELS: dict[str, Channel] = {
+    Route.LIVECHAT: Channel(send=lambda rows: relay.deliver_to_agent(rows[0])),
+    Route.LINE_PUSH: Channel(send=relay.deliver_to_user, batch_size=5, select=relay.push_batch),
+}
+
+WORKER_ROUTES = tuple(CHANNELS)
+
+
+def _lease_free(now) -> Q:
+    return Q(leased_until__isnull=True) | Q(leased_until__lt=now)
+
+
+def due_heads(routes: Iterable[str], limit: int) -> list[Message]:
+    """The oldest pending row of each mailbox, when it is due and nobody holds it."""
+    now = timezone.now()
+    older_pending = Message.objects.filter(
+        session=OuterRef("session"),
+        route=OuterRef("route"),
+        status=Status.PENDING,
+        id__lt=OuterRef("id"),
+    )
+    return list(
+        Message.objects.filter(
+            status=Status.PENDING, route__in=list(routes), next_attempt_at__lte=now
+        )
+        .filter(_lease_free(now))
+        .exclude(Exists(older_pending))
+        .order_by("next_attempt_at", "id")[:limit]
+    )
+
+
+def lease(head: Message, batch_size: int) -> tuple[str, list[Message]]:
+    """Take the head row (and up to batch_size-1 rows queued behind it); ([], "") if another
+    worker was first."""
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    taken = (
+        Message.objects.filter(pk=head.pk, status=Status.PENDING)
+        .filter(_lease_free(now))
+        .update(
+            leased_until=now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS),
+            lease_token=token,
+            attempts=F("attempts") + 1,
+            # A lease that expired without an outcome: that attempt may have been delivered.
+            uncertain=Case(
+                When(leased_until__isnull=False, then=Value(True)), default=F("uncertain")
+            ),
+        )
+    )
+    if not taken:
+        return "", []
+    rows = [Message.objects.select_related("session").get(pk=head.pk)]
+    if batch_size > 1:
+        # Rows behind a leased head are reachable by no other worker, so no compare-and-set race.
+        followers = list(
+            Message.objects.filter(
+                session_id=head.session_id, route=head.route, status=Status.PENDING, id__gt=head.pk
+            )
+            .order_by("id")
+            .values_list("pk", flat=True)[: batch_size - 1]
+        )
+        if followers:
+            Message.objects.filter(pk__in=followers).update(
+                leased_until=now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS),
+                lease_token=token,
+                attempts=F("attempts") + 1,
+            )
+            rows += list(
+                Message.objects.select_related("session").filter(pk__in=followers).order_by("id")
+            )
+    for row in rows[1:]:
+        row.session = rows[0].session
+    return token, rows
+
+
+def deliver(rows: Sequence[Message], token: str) -> None:
+    channel = CHANNELS[rows[0].route]
+    try:
+        batch = channel.select(rows)
+    except Exception:
+        logger.exception("choosing a batch failed message=%s", rows[0].pk)
+        batch = list(rows[:1])
+    _release([row for row in rows if row not in batch], token)
+    try:
+        channel.send(batch)
+    except DeliveryError as exc:
+        _record_failure(batch, token, exc)
+    except Exception as exc:  # a bug must park the row with its cause, not kill the worker
+        logger.exception("delivery crashed message=%s", batch[0].pk)
+        _record_failure(batch, token, exc)
+    else:
+        now = timezone.now()
+        for row in batch:
+            Message.objects.filter(pk=row.pk, lease_token=token).update(
+                status=Status.SENT,
+                sent_at=now,
+                leased_until=None,
+                lease_token="",
+                uncertain=False,
+                last_error="",
+                livechat_chat_id=row.livechat_chat_id,
+                livechat_thread_id=row.livechat_thread_id,
+                livechat_event_id=row.livechat_event_id,
+                line_message_id=row.line_message_id,
+            )
+        logger.info("delivered route=%s messages=%s", batch[0].route, [r.pk for r in batch])
+
+
+def _release(rows: Sequence[Message], token: str) -> None:
+    """Give back rows leased with a batch they did not fit in; the attempt did not happen."""
+    if rows:
+        Message.objects.filter(pk__in=[r.pk for r in rows], lease_token=token).update(
+            leased_until=None, lease_token="", attempts=F("attempts") - 1
+        )
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Exponential, capped, with jitter so that a recovering vendor is not hit all at once."""
+    ceiling = min(
+        settings.DELIVERY_BACKOFF_MAX, settings.DELIVERY_BACKOFF_BASE * (2 ** max(attempts - 1, 0))
+    )
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
+
+
+def _record_failure(rows: Sequence[Message], token: str, exc: Exception) -> None:
+    now = timezone.now()
+    retryable = getattr(exc, "retryable", False)
+    uncertain = getattr(exc, "uncertain", False)
+    head = rows[0]
+    too_old = (now - head.created_at).total_seconds() > settings.DELIVERY_MAX_AGE_SECONDS
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    for row in rows:
+        query = Message.objects.filter(pk=row.pk, lease_token=token)
+        if retryable and not too_old:
+            query.update(
+                status=Status.PENDING,
+                next_attempt_at=now + timedelta(seconds=backoff_seconds(row.attempts)),
+                leased_until=None,
+                lease_token="",
+                last_error=error,
+                uncertain=uncertain or row.uncertain,
+            )
+        else:
+            query.update(status=Status.FAILED, leased_until=None, lease_token="", last_error=error)
+    log = logger.warning if retryable and not too_old else logger.error
+    log(
+        "delivery failed route=%s messages=%s retry=%s error=%s",
+        head.route,
+        [r.pk for r in rows],
+        retryable and not too_old,
+        error,
+    )
+
+
+def run_once(routes: Iterable[str] = WORKER_ROUTES, limit: int = 8) -> int:
+    """Deliver what is due now, one mailbox at a time; returns how many sends were made."""
+    done = 0
+    for head in due_heads(routes, limit):
+        token, rows = lease(head, CHANNELS[head.route].batch_size)
+        if rows:
+            deliver(rows, token)
+            done += 1
+    return done
+
+
+def run_until_idle(routes: Iterable[str] = WORKER_ROUTES, timeout: float = 10.0) -> int:
+    """Deliver until nothing is due (tests, and the management command's --once)."""
+    deadline = time.monotonic() + timeout
+    total = 0
+    while time.monotonic() < deadline:
+        done = run_once(routes)
+        total += done
+        if not done:
+            return total
+    return total
+
+
+def prune_inbound_events(days: int = 7) -> int:
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted, _ = InboundEvent.objects.filter(received_at__lt=cutoff).delete()
+    return deleted
+
+
+def work(stop: threading.Event, *, threads: int | None = None) -> None:
+    """The worker's main loop: `threads` loops sending in parallel until `stop` is set."""
+    count = threads or settings.DELIVERY_THREADS
+    workers = [
+        threading.Thread(
+            target=_loop, args=(stop, index == 0), name=f"delivery-{index}", daemon=True
+        )
+        for index in range(count)
+    ]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+
+
+def _loop(stop: threading.Event, housekeeping: bool) -> None:
+    next_prune = time.monotonic()
+    try:
+        while not stop.is_set():
+            close_old_connections()
+            try:
+                done = run_once(limit=4)
+                if housekeeping and time.monotonic() >= next_prune:
+                    prune_inbound_events()
+                    next_prune = time.monotonic() + 3600
+            except Exception:
+                # A database that went away must not end the worker: wait and try again.
+                logger.exception("delivery loop error")
+                connection.close()
+                done = 0
+                stop.wait(1.0)
+            if not done:
+                stop.wait(settings.DELIVERY_POLL_INTERVAL)
+    finally:
+        connection.close()

@@ -1,0 +1,164 @@
+"""The LINE Messaging API through line-bot-sdk: push, reply and profile.
+
+One ApiClient per process and configuration (the SDK's client pools connections); every call has
+a timeout, which the SDK does not set by default."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import urllib3
+from django.conf import settings
+from linebot.v3.messaging import (
+    ApiClient,
+    ApiException,
+    Configuration,
+    MessagingApi,
+    PushMessageRequest,
+    ReplyMessageRequest,
+)
+
+from .errors import NotConfigured, NotFound, OutcomeUnknown, PermanentError, RetryableError
+
+logger = logging.getLogger(__name__)
+
+# LINE counts a text's length in UTF-16 code units.
+MAX_TEXT_UNITS = 5000
+MAX_MESSAGES_PER_REQUEST = 5
+
+
+@lru_cache(maxsize=8)
+def _messaging_api(host: str, access_token: str) -> MessagingApi:
+    configuration = Configuration(host=host, access_token=access_token)
+    # No silent urllib3 retries: the delivery worker owns retrying, with the same retry key.
+    configuration.retries = False
+    return MessagingApi(ApiClient(configuration))
+
+
+def messaging_api() -> MessagingApi:
+    if not settings.LINE_CHANNEL_ACCESS_TOKEN:
+        raise NotConfigured("LINE is not configured: set LINE_CHANNEL_ACCESS_TOKEN")
+    return _messaging_api(
+        settings.LINE_API_BASE_URL.rstrip("/"), settings.LINE_CHANNEL_ACCESS_TOKEN
+    )
+
+
+def utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def split_text(text: str, limit: int = MAX_TEXT_UNITS) -> list[str]:
+    """Pieces of at most `limit` UTF-16 units, never cutting a surrogate pair."""
+    pieces: list[str] = []
+    current: list[str] = []
+    units = 0
+    for char in text:
+        size = 2 if ord(char) > 0xFFFF else 1
+        if units + size > limit:
+            pieces.append("".join(current))
+            current, units = [], 0
+        current.append(char)
+        units += size
+    if current or not pieces:
+        pieces.append("".join(current))
+    return pieces
+
+
+def text_messages(text: str) -> list[dict[str, str]]:
+    return [{"type": "text", "text": piece} for piece in split_text(text)]
+
+
+@dataclass(frozen=True)
+class PushResult:
+    sent_message_ids: list[str]
+    request_id: str
+    already_accepted: bool = False
+
+
+def _header(headers: Any, name: str) -> str:
+    if not headers:
+        return ""
+    for key, value in dict(headers).items():
+        if key.lower() == name:
+            return str(value)
+    return ""
+
+
+def _timeout() -> tuple[float, float]:
+    return tuple(settings.VENDOR_TIMEOUT)  # type: ignore[return-value]
+
+
+def _raise_for(exc: Exception) -> None:
+    """Translate what the SDK and urllib3 raise into our errors."""
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        request_id = _header(exc.headers, "x-line-request-id")
+        try:
+            detail = json.loads(exc.body or b"{}").get("message", "")
+        except (ValueError, AttributeError):
+            detail = ""
+        detail = detail or (exc.reason or "")
+        if status == 0:  # the SDK's own wrapping of TLS and protocol errors
+            raise RetryableError(detail, status=None) from exc
+        # 401/403: a wrong or revoked token the operator will replace; keep the messages.
+        if status in (401, 403, 429) or status >= 500:
+            raise RetryableError(detail, status=status, request_id=request_id) from exc
+        if status == 404:
+            raise NotFound(detail, status=status, request_id=request_id) from exc
+        raise PermanentError(detail, status=status, request_id=request_id) from exc
+    if isinstance(
+        exc, urllib3.exceptions.ConnectTimeoutError | urllib3.exceptions.NewConnectionError
+    ):
+        raise RetryableError(f"cannot connect: {exc}") from exc
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        # Read timeout or a dropped connection: LINE may have accepted the request.
+        raise OutcomeUnknown(f"no answer: {exc}") from exc
+    raise exc
+
+
+def push(to: str, messages: list[dict[str, Any]], *, retry_key: str) -> PushResult:
+    """Push up to five messages to one user. A repeat of an accepted retry key counts as sent."""
+    request = PushMessageRequest.from_dict({"to": to, "messages": messages})
+    try:
+        response = messaging_api().push_message_with_http_info(
+            request, x_line_retry_key=retry_key, _request_timeout=_timeout()
+        )
+    except ApiException as exc:
+        if exc.status == 409:
+            accepted = _header(exc.headers, "x-line-accepted-request-id")
+            logger.info("line push already accepted retry_key=%s request=%s", retry_key, accepted)
+            try:
+                sent = json.loads(exc.body or b"{}").get("sentMessages") or []
+            except ValueError:
+                sent = []
+            return PushResult([str(m.get("id", "")) for m in sent], accepted, True)
+        _raise_for(exc)
+        raise
+    except Exception as exc:
+        _raise_for(exc)
+        raise
+    sent = response.data.sent_messages if response.data else []
+    return PushResult([m.id for m in sent], _header(response.headers, "x-line-request-id"))
+
+
+def reply(reply_token: str, messages: list[dict[str, Any]]) -> None:
+    request = ReplyMessageRequest.from_dict({"replyToken": reply_token, "messages": messages})
+    try:
+        messaging_api().reply_message_with_http_info(request, _request_timeout=_timeout())
+    except Exception as exc:
+        _raise_for(exc)
+        raise
+
+
+def get_profile(user_id: str) -> dict[str, Any]:
+    """The user's LINE profile (displayName, pictureUrl, language, ...)."""
+    try:
+        profile = messaging_api().get_profile(user_id, _request_timeout=_timeout())
+    except Exception as exc:
+        _raise_for(exc)
+        raise
+    return profile.to_dict()

@@ -1,0 +1,38 @@
+"""POST /line/webhook: verify, store, answer; LINE waits 2 s at most, so no vendor is called."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from sessions_app import relay
+
+from . import webhook
+
+logger = logging.getLogger(__name__)
+
+
+@csrf_exempt
+@require_POST
+def line_webhook(request: HttpRequest) -> JsonResponse:
+    if not settings.LINE_CHANNEL_SECRET:
+        logger.error("line webhook refused: LINE_CHANNEL_SECRET is not configured")
+        return JsonResponse({"error": "LINE_CHANNEL_SECRET is not configured"}, status=403)
+    try:
+        webhook.verify(
+            settings.LINE_CHANNEL_SECRET, request.body, request.headers.get("x-line-signature")
+        )
+    except webhook.InvalidSignature as exc:
+        logger.warning("line webhook refused: %s", exc)
+        return JsonResponse({"error": "invalid signature"}, status=403)
+    try:
+        _, events = webhook.parse(request.body)
+    except webhook.InvalidBody as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    outcomes = relay.line_events(events)
+    logger.info("line webhook events=%d outcomes=%s", len(events), outcomes)
+    return JsonResponse({})

@@ -1,0 +1,1 @@
+"""Everything that speaks LiveChat: tokens, the Customer Chat API, webhook parsing."""

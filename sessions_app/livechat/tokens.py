@@ -1,0 +1,165 @@
+"""Agent and customer tokens.
+
+The agent token comes from the rotating refresh token kept in the database. Each LINE user is a
+LiveChat customer whose token is minted with the agent token and cached on their session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from sessions_app.models import ChatSession, LiveChatCredential
+
+from . import http
+from .errors import AuthenticationError, NotConfigured
+
+# Renew ahead of expiry so that a token never dies between our check and LiveChat's.
+AGENT_TOKEN_MARGIN = timedelta(minutes=5)
+CUSTOMER_TOKEN_MARGIN = timedelta(minutes=10)
+
+
+def missing_settings() -> list[str]:
+    """The LiveChat settings without which no chat can be started."""
+    names = ["LIVECHAT_CLIENT_ID", "LIVECHAT_CLIENT_SECRET", "LIVECHAT_ORGANIZATION_ID"]
+    missing = [name for name in names if not getattr(settings, name)]
+    if not settings.LIVECHAT_REFRESH_TOKEN and not _stored_refresh_token():
+        missing.append("LIVECHAT_REFRESH_TOKEN")
+    return missing
+
+
+def _stored_refresh_token() -> str:
+    credential = LiveChatCredential.objects.order_by("pk").first()
+    return credential.refresh_token if credential else ""
+
+
+def accounts_url(path: str) -> str:
+    return settings.LIVECHAT_ACCOUNTS_BASE_URL.rstrip("/") + path
+
+
+def region_of(token: str) -> str:
+    """LiveChat tokens start with their region (`dal:`, `fra:`)."""
+    prefix, sep, _ = token.partition(":")
+    return prefix if sep else ""
+
+
+def agent_access_token(*, force_refresh: bool = False) -> str:
+    """A valid agent access token, refreshing (and storing the rotated refresh token) when due."""
+    missing = missing_settings()
+    if missing:
+        raise NotConfigured(f"LiveChat is not configured: set {', '.join(missing)}")
+    credential = LiveChatCredential.objects.order_by("pk").first()
+    if credential and not force_refresh and _fresh(credential):
+        return credential.access_token
+    stale_token = credential.access_token if credential else ""
+    # One refresher at a time: the refresh token is single-use, so two concurrent refreshes with
+    # the same one would leave one process holding a revoked token.
+    with transaction.atomic():
+        credential = LiveChatCredential.objects.select_for_update().order_by("pk").first()
+        if credential is None:
+            credential = LiveChatCredential.objects.create(
+                refresh_token=settings.LIVECHAT_REFRESH_TOKEN
+            )
+        elif not credential.refresh_token:
+            credential.refresh_token = settings.LIVECHAT_REFRESH_TOKEN
+        if _fresh(credential) and credential.access_token != stale_token:
+            return credential.access_token  # another process refreshed while we waited
+        answer = http.post(
+            accounts_url("/v2/token"),
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": credential.refresh_token,
+                "client_id": settings.LIVECHAT_CLIENT_ID,
+                "client_secret": settings.LIVECHAT_CLIENT_SECRET,
+            },
+        )
+        store_agent_tokens(credential, answer)
+        return credential.access_token
+
+
+def store_agent_tokens(credential: LiveChatCredential, answer: dict) -> None:
+    """Keep what the accounts service answered to a token grant."""
+    credential.access_token = answer["access_token"]
+    credential.refresh_token = answer.get("refresh_token") or credential.refresh_token
+    credential.access_token_expires_at = timezone.now() + timedelta(
+        seconds=int(answer.get("expires_in", 28800))
+    )
+    credential.account_id = answer.get("account_id", credential.account_id) or ""
+    credential.organization_id = answer.get("organization_id", credential.organization_id) or ""
+    credential.save()
+
+
+def _fresh(credential: LiveChatCredential) -> bool:
+    expires = credential.access_token_expires_at
+    return bool(
+        credential.access_token and expires and expires > timezone.now() + AGENT_TOKEN_MARGIN
+    )
+
+
+@dataclass(frozen=True)
+class CustomerToken:
+    access_token: str
+    entity_id: str
+    expires_at: datetime
+
+
+def mint_customer_token(entity_id: str | None) -> CustomerToken:
+    """A customer token for an existing customer, or for a new one when `entity_id` is None."""
+    body = {
+        "grant_type": "agent_token",
+        "client_id": settings.LIVECHAT_CLIENT_ID,
+        "response_type": "token",
+    }
+    if entity_id:
+        body["entity_id"] = entity_id
+    for attempt in (1, 2):
+        headers = {"Authorization": f"Bearer {agent_access_token(force_refresh=attempt == 2)}"}
+        try:
+            answer = http.post(accounts_url("/v2/customer/token"), json=body, headers=headers)
+            break
+        except AuthenticationError:
+            if attempt == 2:
+                raise
+    return CustomerToken(
+        access_token=answer["access_token"],
+        entity_id=answer["entity_id"],
+        expires_at=timezone.now() + timedelta(seconds=int(answer.get("expires_in", 28800))),
+    )
+
+
+class SessionCustomer:
+    """The LiveChat customer behind one chat session: its token, minted and cached on the row."""
+
+    def __init__(self, session: ChatSession) -> None:
+        self.session = session
+
+    @property
+    def created(self) -> bool:
+        return bool(self.session.customer_id)
+
+    def token(self) -> str:
+        session = self.session
+        expires = session.customer_token_expires_at
+        if session.customer_token and expires and expires > timezone.now() + CUSTOMER_TOKEN_MARGIN:
+            return session.customer_token
+        return self.renew()
+
+    def renew(self) -> str:
+        minted = mint_customer_token(self.session.customer_id or None)
+        session = self.session
+        session.customer_id = minted.entity_id
+        session.customer_token = minted.access_token
+        session.customer_token_expires_at = minted.expires_at
+        # Saved at once: a customer created and then forgotten would split the user's history.
+        session.save(
+            update_fields=[
+                "customer_id",
+                "customer_token",
+                "customer_token_expires_at",
+                "updated_at",
+            ]
+        )
+        return minted.access_token

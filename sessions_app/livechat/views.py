@@ -1,0 +1,43 @@
+"""POST /livechat/webhook: check the secret, store what it says, answer at once."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from sessions_app import relay
+
+from . import webhooks
+
+logger = logging.getLogger(__name__)
+
+
+@csrf_exempt
+@require_POST
+def livechat_webhook(request: HttpRequest) -> JsonResponse:
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError):
+        return JsonResponse({"error": "malformed JSON"}, status=400)
+    if not isinstance(body, dict):
+        return JsonResponse({"error": "a JSON object is required"}, status=400)
+    if not settings.LIVECHAT_WEBHOOK_SECRET:
+        logger.error("livechat webhook refused: LIVECHAT_WEBHOOK_SECRET is not configured")
+        return JsonResponse({"error": "LIVECHAT_WEBHOOK_SECRET is not configured"}, status=403)
+    if not webhooks.secret_matches(
+        settings.LIVECHAT_WEBHOOK_SECRET, webhooks.presented_secret(body)
+    ):
+        logger.warning("livechat webhook refused: wrong secret_key")
+        return JsonResponse({"error": "invalid secret_key"}, status=403)
+    try:
+        event = webhooks.parse(body)
+    except webhooks.InvalidWebhook as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    outcome = relay.agent_event(event)
+    logger.info("livechat webhook action=%s outcome=%s", event.action, outcome)
+    return JsonResponse({"status": outcome})

@@ -1,0 +1,38 @@
+"""`python manage.py bridge_status`: what is configured, and can LiveChat be reached right now."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand
+from django.db.models import Count, Min
+
+from sessions_app.health import configuration_problems
+from sessions_app.models import Message
+
+
+class Command(BaseCommand):
+    help = "Say which vendor settings are missing and what waits in the outbox."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        for area, missing in configuration_problems().items():
+            if missing:
+                self.stdout.write(
+                    self.style.WARNING(f"{area}: NOT configured: set {', '.join(missing)}")
+                )
+            else:
+                self.stdout.write(self.style.SUCCESS(f"{area}: configured"))
+        waiting = (
+            Message.objects.filter(status=Message.Status.PENDING)
+            .values("route")
+            .annotate(n=Count("id"), oldest=Min("created_at"))
+        )
+        for row in waiting:
+            self.stdout.write(
+                f"outbox {row['route']}: {row['n']} waiting since {row['oldest']:%Y-%m-%d %H:%M:%S}"
+            )
+        failed = Message.objects.filter(status=Message.Status.FAILED).count()
+        if failed:
+            self.stdout.write(
+                self.style.ERROR(f"{failed} message(s) failed for good (see the admin)")
+            )

@@ -1,0 +1,561 @@
+"""The story of a conversation, vendor-neutral: a user opens a chat, a user said, an agent said,
+the chat ended, the user closed it. Webhooks and the JSON API call the `user_*`/`agent_*`
+functions (cheap, local, inside one transaction); the delivery worker calls `deliver_*`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .line import client as line_client
+from .line import errors as line_errors
+from .line.errors import LineError
+from .line.webhook import LineEvent
+from .livechat.customer_api import CustomerChatAPI, message_event
+from .livechat.errors import ChatInactive, LiveChatError
+from .livechat.tokens import SessionCustomer
+from .livechat.webhooks import LiveChatEvent
+from .models import ChatSession, InboundEvent, Message
+from .notices import notice_text
+
+logger = logging.getLogger(__name__)
+
+State = ChatSession.State
+Kind = Message.Kind
+
+
+# --- sessions ----------------------------------------------------------------------------
+
+
+def session_get_or_create(*, line_id: str, delivery_mode: str) -> ChatSession:
+    try:
+        with transaction.atomic():
+            session, _ = ChatSession.objects.get_or_create(
+                line_id=line_id, defaults={"delivery_mode": delivery_mode}
+            )
+    except IntegrityError:  # created by a concurrent request a moment ago
+        session = ChatSession.objects.get(line_id=line_id)
+    return session
+
+
+def livechat_api(session: ChatSession) -> CustomerChatAPI:
+    return CustomerChatAPI(SessionCustomer(session))
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def inbound_once(
+    *, source: str, event_id: str, event_type: str, payload: dict[str, Any], apply: Any
+) -> str:
+    """Apply a vendor event unless its id was seen before; returns what was done.
+
+    The work and the record of the id are one savepoint: a redelivery racing the first delivery
+    rolls its own work back instead of relaying twice."""
+    try:
+        with transaction.atomic():
+            outcome = apply()
+            try:
+                with transaction.atomic():
+                    InboundEvent.objects.create(
+                        source=source,
+                        event_id=event_id[:128],
+                        event_type=event_type[:64],
+                        payload=payload,
+                        outcome=outcome[:64],
+                    )
+            except IntegrityError as exc:
+                raise _Duplicate from exc
+    except _Duplicate:
+        return "duplicate"
+    return outcome
+
+
+# --- the user's side -----------------------------------------------------------------------
+
+
+def user_open_chat(
+    *,
+    line_id: str,
+    display_name: str = "",
+    session_fields: list[dict[str, str]] | None = None,
+    delivery_mode: str = ChatSession.DeliveryMode.PULL,
+) -> bool:
+    """Open (or resume) the user's LiveChat chat now; the JSON API's /init. False if LiveChat
+    could not be reached or refused."""
+    session = session_get_or_create(line_id=line_id, delivery_mode=delivery_mode)
+    session.delivery_mode = delivery_mode
+    if display_name:
+        session.display_name = display_name
+    session.save(update_fields=["delivery_mode", "display_name", "updated_at"])
+    api = livechat_api(session)
+    fields = [{"line_id": line_id}, {"source": "LINE"}]
+    if session.display_name:
+        fields.append({"display_name": session.display_name})
+    fields.extend(session_fields or [])
+    try:
+        api.update_customer(name=session.display_name, session_fields=fields[:100])
+        if session.chat_id:
+            chat = api.get_chat(chat_id=session.chat_id)
+            if not (chat.get("thread") or {}).get("active"):
+                answer = api.resume_chat(
+                    chat_id=session.chat_id, events=[], group_id=settings.LIVECHAT_GROUP_ID
+                )
+                session.thread_id = answer.get("thread_id", "")
+        else:
+            answer = api.start_chat(events=[], group_id=settings.LIVECHAT_GROUP_ID)
+            session.chat_id = answer["chat_id"]
+            session.thread_id = answer.get("thread_id", "")
+    except LiveChatError as exc:
+        logger.warning("open chat failed line_id=%s error=%s", line_id, exc)
+        return False
+    if session.state in (State.NEW, State.ENDED):
+        session.state = State.OPEN
+    session.save(update_fields=["chat_id", "thread_id", "state", "updated_at"])
+    return True
+
+
+def user_said(
+    *,
+    session: ChatSession,
+    text: str,
+    kind: str = Kind.TEXT,
+    payload: dict[str, Any] | None = None,
+    source_event_id: str = "",
+    line_message_id: str = "",
+) -> Message:
+    """Queue what the user said for the agent. Durable once this returns."""
+    return Message.objects.create(
+        session=session,
+        direction=Message.Direction.TO_AGENT,
+        route=Message.Route.LIVECHAT,
+        kind=kind,
+        body=text,
+        payload=payload or {},
+        source_event_id=source_event_id,
+        line_message_id=line_message_id,
+    )
+
+
+def user_closed(*, session: ChatSession) -> None:
+    """The user (or their client) ended the chat: end it on LiveChat too, after what is queued."""
+    with transaction.atomic():
+        # What the agent side queued for a pull client that has said goodbye would be handed to
+        # its next chat as if it were new.
+        session.messages.filter(route=Message.Route.API_PULL, status=Message.Status.PENDING).update(
+            status=Message.Status.CANCELLED, last_error="closed by the user"
+        )
+        if (
+            session.chat_id
+            or session.messages.filter(
+                route=Message.Route.LIVECHAT, status=Message.Status.PENDING
+            ).exists()
+        ):
+            user_said(session=session, text="", kind=Kind.CLOSE)
+        session.state = State.ENDED
+        session.save(update_fields=["state", "updated_at"])
+
+
+# --- the agent's side ----------------------------------------------------------------------
+
+
+def to_user(session: ChatSession, *, kind: str, text: str, **fields: Any) -> Message:
+    return Message.objects.create(
+        session=session,
+        direction=Message.Direction.TO_USER,
+        route=session.route_to_user,
+        kind=kind,
+        body=text,
+        **fields,
+    )
+
+
+def _session_for_chat(event: LiveChatEvent) -> ChatSession | None:
+    session = ChatSession.objects.filter(chat_id=event.chat_id).first() if event.chat_id else None
+    if session is None and event.customer_ids:
+        # incoming_chat can outrun the worker recording the chat id it just started.
+        session = ChatSession.objects.filter(customer_id__in=event.customer_ids).first()
+    return session
+
+
+def agent_event(event: LiveChatEvent) -> str:
+    """Apply one LiveChat webhook; returns what was done, for the inbound event record."""
+    source = InboundEvent.Source.LIVECHAT_LEGACY if event.legacy else InboundEvent.Source.LIVECHAT
+    return inbound_once(
+        source=source,
+        event_id=event.dedupe_id,
+        event_type=event.action,
+        payload=event.raw,
+        apply=lambda: _apply(event),
+    )
+
+
+def _apply(event: LiveChatEvent) -> str:
+    session = _session_for_chat(event)
+    if event.legacy:
+        if event.kind == "legacy_chat_ended" and session and session.state != State.ENDED:
+            _end(session)
+            return "chat ended"
+        return "recorded"
+    if session is None:
+        return "unknown chat"
+    if event.kind in ("message", "file"):
+        if event.visibility != "all":
+            return "internal note"
+        if event.author_id == session.customer_id or event.custom_id.startswith("bridge-"):
+            return "own event"
+        if event.kind == "message":
+            to_user(
+                session,
+                kind=Kind.TEXT,
+                text=event.text,
+                livechat_event_id=event.event_id,
+                livechat_chat_id=event.chat_id,
+                livechat_thread_id=event.thread_id,
+            )
+        else:
+            name = event.file.get("name") or "file"
+            to_user(
+                session,
+                kind=Kind.FILE,
+                text=f"{name} {event.file.get('url', '')}".strip(),
+                payload=event.file,
+                livechat_event_id=event.event_id,
+                livechat_chat_id=event.chat_id,
+                livechat_thread_id=event.thread_id,
+            )
+        if session.state != State.WITH_AGENT:
+            session.state = State.WITH_AGENT
+            session.save(update_fields=["state", "updated_at"])
+        return "relayed"
+    if event.kind == "chat_deactivated":
+        if event.thread_id and session.thread_id and event.thread_id != session.thread_id:
+            return "old thread"
+        if session.state == State.ENDED:
+            return "already ended"
+        _end(session)
+        return "chat ended"
+    if event.kind == "incoming_chat":
+        if event.thread_id:
+            session.chat_id = event.chat_id
+            session.thread_id = event.thread_id
+        if event.queue_position is not None:
+            session.state = State.QUEUED
+            _notice(session, "queued_position", position=event.queue_position)
+        elif event.agent_name:
+            session.state = State.WITH_AGENT
+            session.agent_name = event.agent_name
+            _notice(session, "agent_joined", name=event.agent_name)
+        session.save(update_fields=["chat_id", "thread_id", "state", "agent_name", "updated_at"])
+        return "chat started"
+    if event.kind == "agent_added":
+        session.state = State.WITH_AGENT
+        session.agent_name = event.agent_name
+        session.save(update_fields=["state", "agent_name", "updated_at"])
+        _notice(session, "agent_joined", name=event.agent_name)
+        return "agent joined"
+    if event.kind == "chat_transferred":
+        session.state = State.QUEUED if event.queue_position is not None else State.OPEN
+        session.save(update_fields=["state", "updated_at"])
+        _notice(session, "transferred")
+        return "transferred"
+    return "ignored"
+
+
+def _notice(session: ChatSession, key: str, **values: object) -> Message:
+    return to_user(session, kind=Kind.NOTICE, text=notice_text(key, session.language, **values))
+
+
+def _end(session: ChatSession) -> None:
+    session.state = State.ENDED
+    session.save(update_fields=["state", "updated_at"])
+    to_user(session, kind=Kind.END, text=notice_text("ended", session.language))
+
+
+# --- pull delivery (/messages) -------------------------------------------------------------
+
+
+def pull_next(*, session: ChatSession) -> Message | None:
+    """Hand out the oldest undelivered item of a pull session, once."""
+    while True:
+        candidate = (
+            session.messages.filter(route=Message.Route.API_PULL, status=Message.Status.PENDING)
+            .order_by("id")
+            .first()
+        )
+        if candidate is None:
+            return None
+        # Compare-and-set: two concurrent polls of one line_id never get the same item.
+        taken = Message.objects.filter(pk=candidate.pk, status=Message.Status.PENDING).update(
+            status=Message.Status.SENT, sent_at=timezone.now(), attempts=1
+        )
+        if taken:
+            return candidate
+
+
+# --- delivery to LiveChat (called by the worker) --------------------------------------------
+
+
+def deliver_to_agent(message: Message) -> None:
+    """Carry one queued user message (or close/unsend action) into the user's LiveChat chat.
+    Raises a LiveChatError when it could not; the worker decides on retrying."""
+    session = message.session
+    api = livechat_api(session)
+    if message.kind == Kind.CLOSE:
+        if session.chat_id:
+            try:
+                api.deactivate_chat(chat_id=session.chat_id)
+            except ChatInactive:
+                pass  # already ended: what the user wanted
+        return
+    if message.kind == Kind.UNSEND:
+        _delete_unsent(api, message)
+        return
+    if message.uncertain and _already_in_chat(api, session, message):
+        return
+    if not session.customer_id:
+        _fill_in_profile(session)
+        _create_customer(api, session)
+    event = message_event(message.body, custom_id=message.custom_id)
+    if not session.chat_id:
+        answer = api.start_chat(events=[event], group_id=settings.LIVECHAT_GROUP_ID)
+        session.chat_id = answer["chat_id"]
+    else:
+        try:
+            answer = api.send_event(chat_id=session.chat_id, event=event)
+            answer = {"thread_id": session.thread_id, "event_ids": [answer.get("event_id", "")]}
+        except ChatInactive:
+            answer = api.resume_chat(
+                chat_id=session.chat_id, events=[event], group_id=settings.LIVECHAT_GROUP_ID
+            )
+    if answer.get("thread_id") != session.thread_id or session.state in (State.NEW, State.ENDED):
+        session.thread_id = answer.get("thread_id") or session.thread_id
+        session.state = State.OPEN
+    session.save(update_fields=["chat_id", "thread_id", "state", "updated_at"])
+    message.livechat_chat_id = session.chat_id
+    message.livechat_thread_id = session.thread_id
+    message.livechat_event_id = (answer.get("event_ids") or [""])[0]
+
+
+def _create_customer(api: CustomerChatAPI, session: ChatSession) -> None:
+    """First contact: create the LiveChat customer and tell agents who it is. Naming is best
+    effort: a failure here must not make the user's message wait or be sent twice."""
+    api.credentials.renew()
+    try:
+        fields = [{"line_id": session.line_id}, {"source": "LINE"}]
+        api.update_customer(
+            name=session.display_name or None,
+            avatar=session.picture_url or None,
+            session_fields=fields,
+        )
+    except LiveChatError as exc:
+        logger.warning("naming the customer failed session=%s error=%s", session.pk, exc)
+
+
+def _already_in_chat(api: CustomerChatAPI, session: ChatSession, message: Message) -> bool:
+    """After an attempt whose outcome we never saw: did LiveChat take it? (custom_id is ours)."""
+    if not session.chat_id and session.customer_id:
+        chats = api.list_chats(limit=1).get("chats_summary") or []
+        if chats:
+            session.chat_id = chats[0].get("id", "")
+            session.save(update_fields=["chat_id", "updated_at"])
+    if not session.chat_id:
+        return False
+    chat = api.get_chat(chat_id=session.chat_id)
+    thread = chat.get("thread") or {}
+    for event in thread.get("events") or []:
+        if event.get("custom_id") == message.custom_id:
+            session.thread_id = thread.get("id", session.thread_id)
+            session.save(update_fields=["thread_id", "updated_at"])
+            message.livechat_chat_id = session.chat_id
+            message.livechat_thread_id = session.thread_id
+            message.livechat_event_id = event.get("id", "")
+            return True
+    return False
+
+
+def _delete_unsent(api: CustomerChatAPI, action: Message) -> None:
+    """The user unsent a message that had already reached LiveChat: remove it there too."""
+    target = Message.objects.filter(pk=action.payload.get("message_id")).first()
+    if target is None or not target.livechat_event_id:
+        return
+    api.delete_event(
+        chat_id=target.livechat_chat_id,
+        thread_id=target.livechat_thread_id,
+        event_id=target.livechat_event_id,
+    )
+    target.payload = {**target.payload, "unsent": True}
+    target.save(update_fields=["payload"])
+
+
+def _fill_in_profile(session: ChatSession) -> None:
+    """Name, picture and language from LINE, before the agent first sees the user. Best effort:
+    a blocked user (404) or a LINE hiccup must not hold the user's message back."""
+    if session.delivery_mode != ChatSession.DeliveryMode.PUSH or session.display_name:
+        return
+    try:
+        profile = line_client.get_profile(session.line_id)
+    except LineError as exc:
+        logger.info("no LINE profile session=%s error=%s", session.pk, exc)
+        return
+    session.display_name = str(profile.get("displayName") or "")[:255]
+    session.picture_url = str(profile.get("pictureUrl") or "")[:1000]
+    session.language = str(profile.get("language") or "")[:16]
+    session.save(update_fields=["display_name", "picture_url", "language", "updated_at"])
+
+
+# --- LINE: the webhook's events (cheap, local) ------------------------------------------------
+
+
+def line_events(events: Sequence[LineEvent]) -> list[str]:
+    """Store what a LINE webhook delivery says, each event once; returns what was done."""
+    return [
+        inbound_once(
+            source=InboundEvent.Source.LINE,
+            event_id=event.event_id or f"digest:{hash_payload(event.raw)}",
+            event_type=event.type,
+            payload=event.raw,
+            apply=lambda event=event: _apply_line(event),
+        )
+        for event in events
+    ]
+
+
+def hash_payload(raw: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:40]
+
+
+def _apply_line(event: LineEvent) -> str:
+    if not event.from_user:
+        return f"ignored: {event.source_type or 'unknown'} source"
+    if event.mode == "standby":
+        return "ignored: standby"
+    if event.type == "message":
+        session = session_get_or_create(
+            line_id=event.user_id, delivery_mode=ChatSession.DeliveryMode.PUSH
+        )
+        kind = event.message_type if event.message_type in Kind.values else Kind.OTHER
+        user_said(
+            session=session,
+            text=event.readable_text(),
+            kind=kind,
+            payload={"line_message": event.message},
+            source_event_id=event.event_id,
+            line_message_id=str(event.message.get("id", "")),
+        )
+        return "relayed"
+    session = ChatSession.objects.filter(line_id=event.user_id).first()
+    if event.type == "follow":
+        greeting = settings.LINE_FOLLOW_GREETING
+        if not greeting or not event.reply_token:
+            return "followed"
+        session = session or session_get_or_create(
+            line_id=event.user_id, delivery_mode=ChatSession.DeliveryMode.PUSH
+        )
+        to_user(
+            session, kind=Kind.NOTICE, text=greeting, payload={"reply_token": event.reply_token}
+        )
+        return "greeted"
+    if session is None:
+        return f"ignored: {event.type} of an unknown user"
+    if event.type == "unfollow":
+        if session.state != State.ENDED:
+            user_closed(session=session)
+        return "closed: unfollowed"
+    if event.type == "unsend":
+        return _unsend(session, str((event.raw.get("unsend") or {}).get("messageId", "")))
+    if event.type == "postback":
+        data = str((event.raw.get("postback") or {}).get("data", ""))
+        user_said(
+            session=session,
+            text=f"[postback] {data}",
+            kind=Kind.OTHER,
+            payload={"postback": event.raw.get("postback")},
+            source_event_id=event.event_id,
+        )
+        return "relayed"
+    return f"ignored: {event.type}"
+
+
+def _unsend(session: ChatSession, line_message_id: str) -> str:
+    """Stop the message if it has not left yet; otherwise remove it on LiveChat, in turn."""
+    target = session.messages.filter(
+        line_message_id=line_message_id, direction=Message.Direction.TO_AGENT
+    ).first()
+    if target is None or not line_message_id:
+        return "ignored: unsend of an unknown message"
+    stopped = Message.objects.filter(
+        pk=target.pk, status=Message.Status.PENDING, leased_until=None
+    ).update(status=Message.Status.CANCELLED, last_error="unsent by the user")
+    if stopped:
+        return "unsent: stopped"
+    # Queued behind the original in the same mailbox, so it runs only once that one is sent.
+    user_said(session=session, text="", kind=Kind.UNSEND, payload={"message_id": target.pk})
+    return "unsent: removal queued"
+
+
+# --- delivery to LINE by push (called by the worker) ----------------------------------------
+
+
+def line_messages_for(message: Message) -> list[dict[str, Any]]:
+    """The LINE message objects that carry one queued item to the user."""
+    return line_client.text_messages(message.body)[: line_client.MAX_MESSAGES_PER_REQUEST]
+
+
+def push_batch(rows: Sequence[Message]) -> list[Message]:
+    """Which of the leased rows go in one push. Fixed at the first attempt and kept on the head
+    row, so that every retry with the head's retry key is the identical request LINE expects."""
+    head = rows[0]
+    if head.payload.get("reply_token"):
+        return [head]
+    recorded = head.payload.get("push_batch")
+    if recorded:
+        return [row for row in rows if row.pk in set(recorded)]
+    batch: list[Message] = []
+    count = 0
+    for row in rows:
+        if row.payload.get("reply_token"):
+            break
+        size = len(line_messages_for(row))
+        if batch and count + size > line_client.MAX_MESSAGES_PER_REQUEST:
+            break
+        batch.append(row)
+        count += size
+    head.payload = {**head.payload, "push_batch": [row.pk for row in batch]}
+    Message.objects.filter(pk=head.pk).update(payload=head.payload)
+    return batch
+
+
+def deliver_to_user(batch: Sequence[Message]) -> None:
+    """Push (or, for a fresh follow, reply) a batch of queued items to one LINE user."""
+    head = batch[0]
+    messages = [obj for row in batch for obj in line_messages_for(row)]
+    reply_token = head.payload.get("reply_token")
+    if reply_token:
+        try:
+            line_client.reply(reply_token, messages)
+            return
+        except LineError as exc:
+            if exc.retryable:
+                raise
+            # The token expired or was used: the greeting still matters more than the quota.
+    try:
+        result = line_client.push(head.session.line_id, messages, retry_key=str(head.retry_key))
+    except LineError as exc:
+        if exc.retryable or len(batch) == 1:
+            raise
+        # LINE refused the batch, which it never accepted: find the culprit by sending the head
+        # alone next, so one bad message does not take the others down with it.
+        head.payload = {**head.payload, "push_batch": [head.pk]}
+        Message.objects.filter(pk=head.pk).update(payload=head.payload)
+        raise line_errors.RetryableError(f"batch refused, retrying one by one: {exc}") from exc
+    for row, message_id in zip(batch, result.sent_message_ids, strict=False):
+        row.line_message_id = message_id

@@ -1,0 +1,194 @@
+"""The earlier bridge's client, pointed at this service: a whole conversation via the JSON API."""
+
+from __future__ import annotations
+
+from sessions_app.models import ChatSession, LiveChatCredential, Message
+
+
+def test_full_conversation_init_send_reply_end(api, livechat, drain):
+    assert api.call("/init", {"line_id": "U1", "display_name": "Taro"}) == {
+        "type": "ok",
+        "message": "接続しました。",
+    }
+    session = ChatSession.objects.get(line_id="U1")
+    chat = livechat.chats[session.chat_id]
+    customer = livechat.customers[session.customer_id]
+    assert customer["name"] == "Taro"
+    assert {"line_id": "U1"} in customer["session_fields"]
+
+    assert api.call("/send", {"line_id": "U1", "message": "こんにちは"}) == {
+        "type": "send",
+        "message": "send",
+    }
+    drain()
+    texts = [e.get("text") for e in chat["threads"][-1]["events"] if e["type"] == "message"]
+    assert texts == ["こんにちは"]
+
+    livechat.agent_says(session.chat_id, "How can I help?")
+    assert api.call("/messages", {"line_id": "U1", "wait": 5}) == {
+        "type": "message",
+        "message": "How can I help?",
+    }
+    livechat.agent_ends_chat(session.chat_id)
+    assert api.call("/messages", {"line_id": "U1", "wait": 5}) == {
+        "type": "end",
+        "message": "接続が終了しました。",
+    }
+    # Each item is handed out once; then the long poll ends empty-handed.
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.2}) == {"type": "ok", "message": ""}
+
+
+def test_messages_long_poll_returns_as_soon_as_the_agent_answers(api, livechat):
+    import threading
+    import time
+
+    api.call("/init", {"line_id": "U1"})
+    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+    timer = threading.Timer(0.5, livechat.agent_says, args=(chat_id, "late reply"))
+    timer.start()
+    started = time.monotonic()
+    assert api.call("/messages", {"line_id": "U1", "wait": 10})["message"] == "late reply"
+    assert time.monotonic() - started < 5
+    timer.join()
+
+
+def test_init_twice_reuses_customer_and_chat(api, livechat):
+    api.call("/init", {"line_id": "U1", "display_name": "Taro"})
+    api.call("/init", {"line_id": "U1", "display_name": "Taro"})
+    assert len(livechat.customers) == 1
+    assert len(livechat.chats) == 1
+    assert len(livechat.calls_to("start_chat")) == 1
+
+
+def test_init_after_agent_ended_resumes_the_chat(api, livechat):
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    livechat.agent_ends_chat(session.chat_id)
+    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
+    chat = livechat.chats[session.chat_id]
+    assert len(chat["threads"]) == 2 and chat["threads"][-1]["active"]
+
+
+def test_prechat_entities_reach_the_agent_as_session_fields(api, livechat):
+    entities = [
+        {
+            "entityName": "Contact",
+            "saveToTranscript": "ContactId",
+            "entityFieldsMaps": [{"fieldName": "LINE_ID__c", "label": "ContactLineId"}],
+        }
+    ]
+    api.call("/init", {"line_id": "U1", "display_name": "Taro", "prechatEntities": entities})
+    customer = next(iter(livechat.customers.values()))
+    assert {"Contact.LINE_ID__c": "ContactLineId"} in customer["session_fields"]
+
+
+def test_init_routes_the_chat_to_the_configured_group(api, livechat, settings):
+    livechat.group_statuses[7] = "online"
+    settings.LIVECHAT_GROUP_ID = 7
+    api.call("/init", {"line_id": "U1"})
+    chat = livechat.chats[ChatSession.objects.get(line_id="U1").chat_id]
+    assert chat["group_ids"] == [7]
+
+
+def test_init_answers_fail_when_livechat_is_down(api, livechat):
+    livechat.fail("start_chat", status=503, times=5)
+    assert api.call("/init", {"line_id": "U1"}) == {
+        "type": "fail",
+        "message": "ただいま接続できません。",
+    }
+
+
+def test_init_answers_fail_when_livechat_is_not_configured(api, settings):
+    settings.LIVECHAT_CLIENT_ID = ""
+    assert api.call("/init", {"line_id": "U1"})["type"] == "fail"
+
+
+def test_close_ends_the_livechat_chat(api, livechat, drain):
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    assert api.call("/close", {"line_id": "U1"}) == {"type": "end", "message": "deleted session"}
+    drain()
+    assert len(livechat.calls_to("deactivate_chat")) == 1
+    assert not livechat.chats[session.chat_id]["threads"][-1]["active"]
+    session.refresh_from_db()
+    assert session.state == ChatSession.State.ENDED
+    # The agent side's chat_deactivated webhook does not come back as a stale "end".
+    livechat.post_webhook(
+        livechat.make_envelope(
+            "chat_deactivated", {"chat_id": session.chat_id, "thread_id": session.thread_id}
+        )
+    )
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.1}) == {"type": "ok", "message": ""}
+
+
+def test_send_after_agent_ended_resumes_the_chat(api, livechat, drain):
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    livechat.agent_ends_chat(session.chat_id)
+    api.call("/send", {"line_id": "U1", "message": "one more thing"})
+    drain()
+    threads = livechat.chats[session.chat_id]["threads"]
+    assert len(threads) == 2 and threads[-1]["active"]
+    assert [e["text"] for e in threads[-1]["events"] if e["type"] == "message"] == [
+        "one more thing"
+    ]
+    assert len(livechat.calls_to("resume_chat")) == 1
+    session.refresh_from_db()
+    assert session.state != ChatSession.State.ENDED
+    assert session.thread_id == threads[-1]["id"]
+
+
+def test_messages_keep_their_order(api, livechat, drain):
+    api.call("/init", {"line_id": "U1"})
+    for n in range(10):
+        api.call("/send", {"line_id": "U1", "message": f"m{n}"})
+    drain()
+    chat = livechat.chats[ChatSession.objects.get(line_id="U1").chat_id]
+    assert [e["text"] for e in chat["threads"][-1]["events"] if e["type"] == "message"] == [
+        f"m{n}" for n in range(10)
+    ]
+
+
+def test_tokens_are_cached_refreshed_and_rotated(api, livechat, drain):
+    api.call("/init", {"line_id": "U1"})
+    first_refresh_token = LiveChatCredential.objects.get().refresh_token
+    assert first_refresh_token == livechat.valid_refresh_token != "rt-0"
+    for n in range(3):
+        api.call("/send", {"line_id": "U1", "message": f"m{n}"})
+    drain()
+    # Steady state: one LiveChat call per message, no token traffic.
+    assert len(livechat.calls_to("token")) == 1
+    assert len(livechat.calls_to("customer_token")) == 1
+    assert len(livechat.calls_to("send_event")) == 3
+
+    # Every token LiveChat issued dies: the next send mints new ones and still arrives once.
+    livechat.expire_tokens()
+    api.call("/send", {"line_id": "U1", "message": "after expiry"})
+    drain()
+    chat = livechat.chats[ChatSession.objects.get(line_id="U1").chat_id]
+    texts = [e["text"] for e in chat["threads"][-1]["events"] if e["type"] == "message"]
+    assert texts.count("after expiry") == 1
+    credential = LiveChatCredential.objects.get()
+    assert credential.refresh_token == livechat.valid_refresh_token != first_refresh_token
+    session = ChatSession.objects.get(line_id="U1")
+    assert len(livechat.customers) == 1  # re-minted for the same customer (entity_id)
+    assert session.customer_id in livechat.customers
+
+
+def test_agent_token_is_refreshed_before_it_expires(api, livechat, drain):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    api.call("/init", {"line_id": "U1"})
+    # Eight hours later, both tokens are about to expire.
+    LiveChatCredential.objects.update(access_token_expires_at=timezone.now() + timedelta(minutes=1))
+    ChatSession.objects.update(customer_token_expires_at=timezone.now() + timedelta(minutes=1))
+    api.call("/send", {"line_id": "U1", "message": "hello"})
+    drain()
+    assert len(livechat.calls_to("token")) == 2
+    assert len(livechat.calls_to("customer_token")) == 2
+    assert livechat.calls_to("customer_token")[-1].body["entity_id"] == (
+        ChatSession.objects.get().customer_id
+    )
+    assert Message.objects.get(body="hello").status == Message.Status.SENT

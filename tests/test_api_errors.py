@@ -1,0 +1,91 @@
+"""Bad input gets the contract's JSON error, never a 500, and changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessions_app.models import ChatSession, Message
+from tests.conftest import BridgeAPI
+
+BAD = {"type": "bad", "message": "bad request"}
+PATHS = ["/init", "/messages", "/send", "/close"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_no_or_wrong_api_key_is_refused(live_server, livechat, path):
+    for client in (BridgeAPI(live_server.url, key=None), BridgeAPI(live_server.url, key="nope")):
+        response = client.post(path, {"line_id": "U1", "message": "hi"})
+        assert response.status_code == 401
+        assert response.json() == {"type": "bad", "message": "unauthorized"}
+    assert not ChatSession.objects.exists()
+
+
+def test_without_a_configured_key_the_api_refuses_everyone(live_server, livechat, settings):
+    settings.BRIDGE_API_KEY = ""
+    response = BridgeAPI(live_server.url, key="").post("/send", {"line_id": "U1"})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_malformed_json(api, path):
+    response = api.post(path, data=b'{"line_id": ', headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json() == BAD
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("body", [{}, {"line_id": ""}, [1, 2], "text", {"line_id": "x" * 65}])
+def test_missing_or_invalid_line_id(api, path, body):
+    response = api.post(path, body)
+    assert response.status_code == 400
+    assert response.json() == BAD
+
+
+@pytest.mark.parametrize("path", ["/messages", "/send", "/close"])
+def test_unknown_line_id(api, path):
+    response = api.post(path, {"line_id": "Unobody", "message": "hi"})
+    assert response.status_code == 400
+    assert response.json() == BAD
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize("message", ["", "   ", None, 12, "あ" * 6000])
+def test_send_rejects_empty_non_text_and_oversized_messages(api, message):
+    api.call("/init", {"line_id": "U1"})
+    response = api.post("/send", {"line_id": "U1", "message": message})
+    assert response.status_code == 400
+    assert response.json() == BAD
+    assert not Message.objects.filter(direction=Message.Direction.TO_AGENT).exists()
+
+
+def test_oversized_body(api):
+    response = api.post("/send", {"line_id": "U1", "message": "x" * 100_000})
+    assert response.status_code == 413
+    assert response.json() == {"type": "bad", "message": "request too large"}
+
+
+def test_wrong_content_type(api):
+    response = api.post("/send", data=b"line_id=U1", headers={"Content-Type": "text/plain"})
+    assert response.status_code == 415
+    assert response.json()["type"] == "bad"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_get_is_not_allowed_and_still_json(api, path):
+    response = api.http.get(f"{api.base_url}{path}", timeout=5)
+    assert response.status_code == 405
+    assert response.json() == {"type": "bad", "message": "method not allowed"}
+
+
+@pytest.mark.parametrize("path", ["/init/", "/send/", "/messages/", "/close/"])
+def test_trailing_slash_works(api, path):
+    api.call("/init", {"line_id": "U1"})
+    response = api.post(path, {"line_id": "U1", "message": "hi", "wait": 0})
+    assert response.status_code == 200
+    assert response.json()["type"] in {"ok", "send", "end"}
+
+
+def test_messages_wait_is_capped_and_validated(api):
+    api.call("/init", {"line_id": "U1"})
+    assert api.post("/messages", {"line_id": "U1", "wait": -1}).status_code == 400
+    assert api.post("/messages", {"line_id": "U1", "wait": "soon"}).status_code == 400

@@ -1,0 +1,140 @@
+"""A LiveChat outage, a rate limit, a timeout or a dead worker delays a message; it never loses
+or duplicates one."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+
+from sessions_app import delivery
+from sessions_app.models import ChatSession, Message
+from tests.conftest import wait_until
+
+
+def chat_texts(livechat, session: ChatSession) -> list[str]:
+    chat = livechat.chats[session.chat_id]
+    return [e["text"] for t in chat["threads"] for e in t["events"] if e["type"] == "message"]
+
+
+@pytest.fixture
+def session(api, livechat) -> ChatSession:
+    api.call("/init", {"line_id": "U1"})
+    return ChatSession.objects.get(line_id="U1")
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [(503, "service_unavailable"), (500, "internal"), (429, "too_many_requests")],
+)
+def test_outage_delays_but_loses_and_duplicates_nothing(
+    api, livechat, session, drain, status, error_type
+):
+    livechat.fail("send_event", status=status, error_type=error_type, times=3)
+    assert api.call("/send", {"line_id": "U1", "message": "first"})["type"] == "send"
+    api.call("/send", {"line_id": "U1", "message": "second"})
+    delivery.run_once()
+    first = Message.objects.get(body="first")
+    assert first.status == Message.Status.PENDING
+    assert first.last_error and first.next_attempt_at > first.created_at
+    # Order holds: "second" waits behind "first" rather than overtaking it.
+    assert chat_texts(livechat, session) == []
+    drain()
+    assert chat_texts(livechat, session) == ["first", "second"]
+    first.refresh_from_db()
+    assert first.status == Message.Status.SENT and first.attempts == 4
+
+
+def test_timeout_after_livechat_took_the_message_sends_it_once(
+    api, livechat, session, drain, settings
+):
+    settings.VENDOR_TIMEOUT = (1.0, 0.3)
+    livechat.slow("send_event", 1.0)
+    api.call("/send", {"line_id": "U1", "message": "slow one"})
+    drain()
+    time.sleep(1.0)  # let the slow answer finish on the fake's side
+    assert chat_texts(livechat, session) == ["slow one"]
+    message = Message.objects.get(body="slow one")
+    assert message.status == Message.Status.SENT
+    assert message.livechat_event_id
+
+
+def test_livechat_unreachable_then_back(api, livechat, session, drain, settings):
+    real = settings.LIVECHAT_API_BASE_URL
+    settings.LIVECHAT_API_BASE_URL = "http://127.0.0.1:9"  # nothing listens on discard
+    api.call("/send", {"line_id": "U1", "message": "while down"})
+    delivery.run_once()
+    assert "connect" in Message.objects.get(body="while down").last_error
+    settings.LIVECHAT_API_BASE_URL = real
+    drain()
+    assert chat_texts(livechat, session) == ["while down"]
+
+
+def test_permanent_error_is_recorded_and_does_not_block_the_next(api, livechat, session, drain):
+    livechat.fail("send_event", status=400, error_type="validation", times=1)
+    api.call("/send", {"line_id": "U1", "message": "refused"})
+    api.call("/send", {"line_id": "U1", "message": "next"})
+    drain()
+    refused = Message.objects.get(body="refused")
+    assert refused.status == Message.Status.FAILED
+    assert "validation" in refused.last_error
+    assert chat_texts(livechat, session) == ["next"]
+
+
+def test_worker_killed_mid_send_leaves_nothing_stuck(api, livechat, session, worker_process):
+    livechat.slow("send_event", 3.0)
+    api.call("/send", {"line_id": "U1", "message": "in flight"})
+    first = worker_process(DELIVERY_LEASE_SECONDS="2")
+    wait_until(lambda: livechat.calls_to("send_event"), timeout=20)
+    first.send_signal(signal.SIGKILL)
+    first.wait(5)
+    row = Message.objects.get(body="in flight")
+    assert row.status == Message.Status.PENDING and row.leased_until is not None
+
+    worker_process(DELIVERY_LEASE_SECONDS="2")
+    wait_until(
+        lambda: Message.objects.get(body="in flight").status == Message.Status.SENT, timeout=30
+    )
+    time.sleep(0.5)
+    assert chat_texts(livechat, session).count("in flight") == 1
+
+
+def test_two_workers_never_send_a_row_twice(api, livechat, drain):
+    sessions = []
+    for n in range(4):
+        api.call("/init", {"line_id": f"U{n}"})
+        sessions.append(ChatSession.objects.get(line_id=f"U{n}"))
+    for i in range(10):
+        for n in range(4):
+            api.call("/send", {"line_id": f"U{n}", "message": f"U{n}-{i}"})
+
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=delivery.work, args=(stop,), kwargs={"threads": 3})
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: not Message.objects.filter(status=Message.Status.PENDING).exists(), 30)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert len(livechat.calls_to("send_event")) == 40
+    for n, session in enumerate(sessions):
+        assert chat_texts(livechat, session) == [f"U{n}-{i}" for i in range(10)]
+
+
+def test_two_worker_processes_never_send_a_row_twice(api, livechat, worker_process):
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    for i in range(20):
+        api.call("/send", {"line_id": "U1", "message": f"m{i}"})
+    worker_process()
+    worker_process()
+    wait_until(lambda: not Message.objects.filter(status=Message.Status.PENDING).exists(), 30)
+    assert chat_texts(livechat, session) == [f"m{i}" for i in range(20)]
+    assert len(livechat.calls_to("send_event")) == 20

@@ -1,0 +1,337 @@
+"""A LINE user writes to the official account, an agent answers in LiveChat, the answer arrives in
+LINE: over real HTTP, with the fakes checking what the real platforms check."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from sessions_app.models import ChatSession, InboundEvent, Message
+from tests.conftest import wait_until
+from tests.fakes.line import follow_event, redelivered, text_event, unfollow_event, unsend_event
+
+FIXTURES = sorted((Path(__file__).parent / "fixtures" / "line").glob("*.json"))
+USER = "U" + "1" * 32
+
+
+def chat_texts(livechat, session: ChatSession) -> list[str]:
+    chat = livechat.chats[session.chat_id]
+    return [e["text"] for t in chat["threads"] for e in t["events"] if e["type"] == "message"]
+
+
+def session_of(user_id: str = USER) -> ChatSession:
+    return ChatSession.objects.get(line_id=user_id)
+
+
+@pytest.fixture
+def profile(line):
+    line.profiles[USER] = {
+        "displayName": "Hanako",
+        "userId": USER,
+        "pictureUrl": "https://profile.line-scdn.net/abc",
+        "language": "en",
+    }
+    return line.profiles[USER]
+
+
+def test_round_trip_line_to_livechat_and_back(line, livechat, drain, profile):
+    status, _ = line.post_events([text_event(USER, "Hello, is anyone there?")])
+    assert status == 200
+    drain()
+    session = session_of()
+    assert chat_texts(livechat, session) == ["Hello, is anyone there?"]
+    customer = livechat.customers[session.customer_id]
+    assert customer["name"] == "Hanako"
+    assert customer["avatar"] == "https://profile.line-scdn.net/abc"
+    assert {"line_id": USER} in customer["session_fields"]
+
+    livechat.agent_says(session.chat_id, "Hi Hanako, how can I help?")
+    drain()
+    assert line.texts_for(USER) == ["Hi Hanako, how can I help?"]
+
+    livechat.agent_ends_chat(session.chat_id)
+    drain()
+    assert line.texts_for(USER)[-1] == "The chat has ended."  # the profile says English
+    pushes = line.calls_to("/v2/bot/message/push")
+    assert all(c.headers.get("x-line-retry-key") for c in pushes)
+    assert len({c.headers["x-line-retry-key"] for c in pushes}) == len(pushes)
+
+
+def test_japanese_is_the_default_language(line, livechat, drain):
+    line.post_events([text_event(USER, "こんにちは")])
+    drain()
+    livechat.agent_ends_chat(session_of().chat_id)
+    drain()
+    assert line.texts_for(USER) == ["接続が終了しました。"]
+
+
+def test_second_message_resumes_an_ended_chat(line, livechat, drain, profile):
+    line.post_events([text_event(USER, "first")])
+    drain()
+    session = session_of()
+    livechat.agent_ends_chat(session.chat_id)
+    line.post_events([text_event(USER, "again")])
+    drain()
+    threads = livechat.chats[session.chat_id]["threads"]
+    assert len(threads) == 2 and [e["text"] for e in threads[1]["events"]] == ["again"]
+    assert len(livechat.customers) == 1
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[f.stem for f in FIXTURES])
+def test_every_documented_payload_is_accepted(line, livechat, drain, fixture):
+    body = fixture.read_bytes()
+    status, answer = line.post_events([], raw_body=body)
+    assert status == 200, answer
+    events = json.loads(body)["events"]
+    assert InboundEvent.objects.filter(source="line").count() == len(
+        {e["webhookEventId"] for e in events}
+    )
+    drain()
+    assert not Message.objects.filter(status=Message.Status.FAILED).exists()
+    for event in events:
+        if event["type"] == "message" and event["source"]["type"] == "user":
+            session = session_of(event["source"]["userId"])
+            texts = chat_texts(livechat, session)
+            assert texts and all(texts), texts  # something readable for every message type
+
+
+def test_non_text_messages_reach_the_agent_as_readable_placeholders(line, livechat, drain):
+    sticker = text_event(
+        USER,
+        "",
+        message={
+            "type": "sticker",
+            "text": None,
+            "packageId": "446",
+            "stickerId": "1988",
+            "stickerResourceType": "STATIC",
+            "keywords": ["happy", "smile"],
+        },
+    )
+    location = text_event(
+        USER,
+        "",
+        message={
+            "type": "location",
+            "text": None,
+            "title": "Tokyo Tower",
+            "address": "Minato, Tokyo",
+            "latitude": 35.65,
+            "longitude": 139.74,
+        },
+    )
+    image = text_event(
+        USER, "", message={"type": "image", "text": None, "contentProvider": {"type": "line"}}
+    )
+    line.post_events([sticker, location, image])
+    drain()
+    assert chat_texts(livechat, session_of()) == [
+        "[sticker] happy, smile",
+        "[location] Tokyo Tower Minato, Tokyo",
+        "[image]",
+    ]
+
+
+def test_console_verify_with_no_events_answers_200(line):
+    assert line.post_events([])[0] == 200
+    assert not InboundEvent.objects.exists()
+
+
+@pytest.mark.parametrize("signature", ["", "bm90IGEgc2lnbmF0dXJl", None])
+def test_wrong_or_missing_signature_stores_nothing(line, signature):
+    body = json.dumps({"destination": "U0", "events": [text_event(USER, "forged")]}).encode()
+    if signature is None:  # signed with another channel's secret
+        from tests.fakes.line import sign
+
+        signature = sign("another-secret", body)
+    status, _ = line.post_events([], raw_body=body, signature=signature)
+    assert status in (400, 403)
+    assert not InboundEvent.objects.exists() and not Message.objects.exists()
+
+
+def test_malformed_json_with_a_valid_signature_is_a_400(line):
+    status, answer = line.post_events([], raw_body=b'{"events": [')
+    assert status == 400 and b"malformed" in answer
+    assert not InboundEvent.objects.exists()
+
+
+def test_redelivered_and_duplicated_events_are_relayed_once(line, livechat, drain):
+    event = text_event(USER, "once please")
+    line.post_events([event])
+    line.post_events([redelivered(event)])
+    line.post_events([event, event])
+    drain()
+    assert chat_texts(livechat, session_of()) == ["once please"]
+    assert InboundEvent.objects.filter(source="line").count() == 1
+
+
+def test_events_are_relayed_in_timestamp_order_within_a_delivery(line, livechat, drain):
+    now = int(time.time() * 1000)
+    later = text_event(USER, "second", timestamp=now + 5)
+    earlier = text_event(USER, "first", timestamp=now)
+    line.post_events([later, earlier])
+    drain()
+    assert chat_texts(livechat, session_of()) == ["first", "second"]
+
+
+def test_group_room_and_standby_events_are_recorded_not_relayed(line, livechat, drain):
+    group = text_event(USER, "in a group", source={"type": "group", "groupId": "C" + "0" * 32})
+    standby = text_event(USER, "standby", mode="standby")
+    assert line.post_events([group, standby])[0] == 200
+    assert not Message.objects.exists()
+    outcomes = set(InboundEvent.objects.values_list("outcome", flat=True))
+    assert outcomes == {"ignored: group source", "ignored: standby"}
+
+
+def test_webhook_answers_fast_while_livechat_is_slow(line, livechat, drain):
+    livechat.slow("*", 3.0, times=10)
+    started = time.monotonic()
+    status, _ = line.post_events([text_event(USER, "quick")])
+    assert status == 200
+    assert time.monotonic() - started < 1.0
+    assert not livechat.calls  # the webhook request itself never called a vendor
+
+
+def test_line_down_then_back_every_message_arrives_once_in_order(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    session = session_of()
+    line.fail("/v2/bot/message/push", status=500, times=3)
+    for n in range(3):
+        livechat.agent_says(session.chat_id, f"answer {n}")
+    drain()
+    assert line.texts_for(USER) == ["answer 0", "answer 1", "answer 2"]
+
+
+def test_line_rate_limit_then_back(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    session = session_of()
+    line.fail("/v2/bot/message/push", status=429, times=2)
+    livechat.agent_says(session.chat_id, "after the limit")
+    drain()
+    assert line.texts_for(USER) == ["after the limit"]
+    row = Message.objects.get(body="after the limit")
+    assert row.attempts == 3 and row.status == Message.Status.SENT
+
+
+def test_push_timeout_is_retried_with_the_same_key_and_delivered_once(
+    line, livechat, drain, settings
+):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    settings.VENDOR_TIMEOUT = (1.0, 0.3)
+    line.slow("/v2/bot/message/push", 1.0)
+    livechat.agent_says(session_of().chat_id, "slow push")
+    drain()
+    assert line.texts_for(USER) == ["slow push"]
+    keys = [c.headers["x-line-retry-key"] for c in line.calls_to("/v2/bot/message/push")]
+    assert len(keys) == 2 and len(set(keys)) == 1
+    assert [c.status for c in line.calls_to("/v2/bot/message/push")][-1] == 409
+
+
+def test_queued_agent_messages_are_batched_five_per_push(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    session = session_of()
+    for n in range(7):
+        livechat.agent_says(session.chat_id, f"part {n}")
+    drain()
+    assert line.texts_for(USER) == [f"part {n}" for n in range(7)]
+    assert [len(c.body["messages"]) for c in line.calls_to("/v2/bot/message/push")] == [5, 2]
+
+
+def test_long_agent_text_is_split_at_5000_utf16_units(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    text = "😀" * 2600 + "end"  # 5,203 UTF-16 units
+    livechat.agent_says(session_of().chat_id, text)
+    drain()
+    received = line.texts_for(USER)
+    assert len(received) == 2 and "".join(received) == text
+
+
+def test_permanent_line_error_is_recorded_with_its_cause(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    line.fail("/v2/bot/message/push", status=400, times=2, message="Invalid message")
+    livechat.agent_says(session_of().chat_id, "rejected")
+    livechat.agent_says(session_of().chat_id, "next")
+    drain()
+    failed = Message.objects.get(body="rejected")
+    assert failed.status == Message.Status.FAILED and "400" in failed.last_error
+    assert line.texts_for(USER) == ["next"]
+
+
+def test_livechat_down_then_back_every_message_arrives_once_in_order(line, livechat, drain):
+    livechat.fail("*", status=503, times=4)
+    for n in range(3):
+        line.post_events([text_event(USER, f"question {n}")])
+    drain()
+    assert chat_texts(livechat, session_of()) == [f"question {n}" for n in range(3)]
+
+
+def test_worker_killed_mid_push_delivers_once_after_restart(line, livechat, drain, worker_process):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    line.slow("/v2/bot/message/push", 3.0)
+    livechat.agent_says(session_of().chat_id, "survives a crash")
+    first = worker_process(DELIVERY_LEASE_SECONDS="2")
+    wait_until(lambda: line.calls_to("/v2/bot/message/push"), timeout=20)
+    first.send_signal(signal.SIGKILL)
+    first.wait(5)
+    worker_process(DELIVERY_LEASE_SECONDS="2")
+    wait_until(
+        lambda: Message.objects.get(body="survives a crash").status == Message.Status.SENT, 30
+    )
+    assert line.texts_for(USER) == ["survives a crash"]
+
+
+def test_unfollow_ends_the_open_chat(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    session = session_of()
+    line.post_events([unfollow_event(USER)])
+    drain()
+    assert not livechat.chats[session.chat_id]["threads"][-1]["active"]
+    session.refresh_from_db()
+    assert session.state == ChatSession.State.ENDED
+
+
+def test_unsend_before_delivery_stops_the_message(line, livechat, drain):
+    event = text_event(USER, "oops")
+    line.post_events([event])
+    line.post_events([unsend_event(USER, event["message"]["id"])])
+    drain()
+    assert Message.objects.get(body="oops").status == Message.Status.CANCELLED
+    assert not livechat.calls_to("send_event") and not livechat.calls_to("start_chat")
+
+
+def test_unsend_after_delivery_removes_it_on_livechat(line, livechat, drain):
+    keep = text_event(USER, "keep")
+    oops = text_event(USER, "oops")
+    line.post_events([keep, oops])
+    drain()
+    line.post_events([unsend_event(USER, oops["message"]["id"])])
+    drain()
+    assert len(livechat.calls_to("delete_event")) == 1
+    assert chat_texts(livechat, session_of()) == ["keep"]
+
+
+def test_follow_greets_by_reply_when_configured(line, livechat, drain, settings):
+    settings.LINE_FOLLOW_GREETING = "Welcome!"
+    line.post_events([follow_event(USER)])
+    drain()
+    assert line.texts_for(USER) == ["Welcome!"]
+    assert len(line.calls_to("/v2/bot/message/reply")) == 1
+    assert not line.calls_to("/v2/bot/message/push")
+
+
+def test_follow_without_greeting_sends_nothing(line, livechat, drain):
+    line.post_events([follow_event(USER)])
+    drain()
+    assert not line.calls_to("/v2/bot/message")

@@ -1,0 +1,156 @@
+"""LiveChat → bridge: checked, deduplicated, and turned into what /messages hands out."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import requests
+
+from sessions_app.models import ChatSession, InboundEvent, Message
+
+SEED_CHAT_STARTED = {
+    "event_type": "chat_started",
+    "event_unique_id": "7ddaabb",
+    "token": None,
+    "license_id": "1067",
+    "lc_version": "2",
+    "chat": {
+        "id": "PO13",
+        "started_timestamp": 1552126412,
+        "url": "URL",
+        "referer": "",
+        "messages": [
+            {
+                "user_type": "agent",
+                "author_name": "NAME",
+                "agent_id": "name@gmail.com",
+                "text": "Hello. How may I help you?",
+                "json": "",
+                "timestamp": 1552126412,
+            }
+        ],
+        "attachments": [],
+        "events": [],
+        "agents": [{"name": "AGENT NAME", "login": "name@gmail.com"}],
+        "tags": [],
+        "groups": [0],
+    },
+    "visitor": {"id": "S1551", "name": "NAME", "email": "name@gmail.com", "language": "en"},
+    "pre_chat_survey": [{"id": "2001", "type": "name", "label": "Name:", "answer": "NAME"}],
+}
+
+
+@pytest.fixture
+def opened(api, livechat) -> ChatSession:
+    api.call("/init", {"line_id": "U1", "display_name": "Taro"})
+    return ChatSession.objects.get(line_id="U1")
+
+
+def test_duplicate_webhook_produces_one_message(api, livechat, opened):
+    envelope = livechat.agent_says(opened.chat_id, "only once")
+    assert livechat.post_webhook(envelope) == 200
+    assert livechat.post_webhook(envelope) == 200
+    assert Message.objects.filter(body="only once").count() == 1
+    assert api.call("/messages", {"line_id": "U1", "wait": 1})["message"] == "only once"
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.1}) == {"type": "ok", "message": ""}
+
+
+def test_wrong_secret_changes_nothing(api, livechat, opened):
+    envelope = livechat.agent_says(opened.chat_id, "first")
+    forged = copy.deepcopy(envelope)
+    forged["payload"]["event"]["id"] = "forged_1"
+    forged["payload"]["event"]["text"] = "forged"
+    before = (Message.objects.count(), InboundEvent.objects.count())
+    assert livechat.post_webhook(forged, secret_key="wrong") == 403
+    del forged["secret_key"]
+    response = requests.post(livechat.webhook_url, json=forged, timeout=5)
+    assert response.status_code == 403
+    assert (Message.objects.count(), InboundEvent.objects.count()) == before
+    assert not Message.objects.filter(body="forged").exists()
+
+
+def test_malformed_webhook_is_a_clear_400(live_server, livechat):
+    url = livechat.webhook_url
+    assert requests.post(url, data=b"{nope", timeout=5).status_code == 400
+    assert requests.post(url, json=[1], timeout=5).status_code == 400
+    response = requests.post(url, json={"secret_key": livechat.webhook_secret}, timeout=5)
+    assert response.status_code == 400
+    assert not InboundEvent.objects.exists()
+
+
+def test_unconfigured_secret_refuses_every_webhook(api, livechat, opened, settings):
+    settings.LIVECHAT_WEBHOOK_SECRET = ""
+    envelope = livechat.agent_says(opened.chat_id, "hello")
+    assert livechat.post_webhook(envelope, secret_key="") == 403
+    assert not Message.objects.filter(body="hello").exists()
+
+
+def test_internal_notes_and_the_customers_own_events_are_not_relayed(api, livechat, opened, drain):
+    livechat.agent_says(opened.chat_id, "note for colleagues", visibility="agents")
+    api.call("/send", {"line_id": "U1", "message": "from the user"})
+    drain()
+    # LiveChat echoes the customer's event back through incoming_event.
+    thread = livechat.chats[opened.chat_id]["threads"][-1]
+    own = next(e for e in thread["events"] if e.get("text") == "from the user")
+    livechat.post_webhook(
+        livechat.make_envelope(
+            "incoming_event", {"chat_id": opened.chat_id, "thread_id": thread["id"], "event": own}
+        )
+    )
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.2}) == {"type": "ok", "message": ""}
+
+
+def test_agent_joined_and_transfer_are_status_notices(api, livechat, opened):
+    livechat.agent_joins(opened.chat_id, name="Agent Smith")
+    item = api.call("/messages", {"line_id": "U1", "wait": 1})
+    assert item["type"] == "ok" and "Agent Smith" in item["message"]
+    livechat.transfer(opened.chat_id)
+    item = api.call("/messages", {"line_id": "U1", "wait": 1})
+    assert item["type"] == "ok" and item["message"]
+    opened.refresh_from_db()
+    assert opened.state in {ChatSession.State.QUEUED, ChatSession.State.OPEN}
+
+
+def test_events_of_unknown_chats_are_recorded_not_failed(live_server, livechat):
+    status = livechat.post_webhook(
+        livechat.make_envelope(
+            "incoming_event",
+            {
+                "chat_id": "NOPE",
+                "thread_id": "T",
+                "event": {"id": "T_1", "type": "message", "text": "?", "author_id": "a@b.c"},
+            },
+        )
+    )
+    assert status == 200
+    assert InboundEvent.objects.get().outcome == "unknown chat"
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize("event_type", ["chat_started", "chat_ended", "ticket_created"])
+def test_legacy_v2_payloads_are_accepted_with_the_secret_as_token(
+    live_server, livechat, event_type
+):
+    body = copy.deepcopy(SEED_CHAT_STARTED)
+    body["event_type"] = event_type
+    body["token"] = livechat.webhook_secret
+    response = requests.post(livechat.webhook_url, json=body, timeout=5)
+    assert response.status_code == 200
+    assert requests.post(livechat.webhook_url, json=body, timeout=5).status_code == 200
+    record = InboundEvent.objects.get()
+    assert record.source == InboundEvent.Source.LIVECHAT_LEGACY
+    assert record.event_type == event_type
+
+    body["token"] = "f791db42"  # the seed's own token: an old credential, not ours
+    body["event_unique_id"] = "other"
+    assert requests.post(livechat.webhook_url, json=body, timeout=5).status_code == 403
+    assert InboundEvent.objects.count() == 1
+
+
+def test_legacy_chat_ended_ends_a_known_chat(api, livechat, opened):
+    body = copy.deepcopy(SEED_CHAT_STARTED)
+    body.update(event_type="chat_ended", token=livechat.webhook_secret)
+    body["chat"]["id"] = opened.chat_id
+    assert requests.post(livechat.webhook_url, json=body, timeout=5).status_code == 200
+    assert api.call("/messages", {"line_id": "U1", "wait": 1})["type"] == "end"
