@@ -21,3 +21,5 @@ STORAGES = {
 }
 DELIVERY_BACKOFF_BASE = 0.05
 DELIVERY_BACKOFF_MAX = 0.5
+# Live-server and worker threads must not keep connections that block dropping the test database.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
