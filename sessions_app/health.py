@@ -1,12 +1,21 @@
-"""GET /healthz: is the database answering, and what is not configured."""
+"""GET /healthz: is the database answering, what is not configured, and how the outbox is doing.
+
+The status is 200 whenever the database answers: a vendor misconfigured, or an outbox backing up,
+is reported in the body for monitoring, never by taking the dyno out of the load balancer (every
+dyno would be taken out alike). Nothing here calls a vendor."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.db.models import Count, Min
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
 
 from .livechat.tokens import missing_settings
+from .models import LiveChatCredential, Message
 
 
 def configuration_problems() -> dict[str, list[str]]:
@@ -21,16 +30,77 @@ def configuration_problems() -> dict[str, list[str]]:
     return {"line": line, "livechat": livechat, "json_api": api}
 
 
+def livechat_credentials() -> dict[str, Any]:
+    """Whether the bridge holds what it needs to call LiveChat as the agent, from what is stored:
+    `access_token` (a stored agent token, not expired), `refresh_token` (one can be fetched),
+    or `missing`. A refresh token LiveChat has revoked still says `refresh_token`: only a call
+    would tell, and the health check makes none."""
+    credential = LiveChatCredential.objects.order_by("pk").first()
+    now = timezone.now()
+    expires = credential.access_token_expires_at if credential else None
+    if credential and credential.access_token and expires and expires > now:
+        state = "access_token"
+    elif (credential and credential.refresh_token) or settings.LIVECHAT_REFRESH_TOKEN:
+        state = "refresh_token"
+    else:
+        state = "missing"
+    app_settings = ("LIVECHAT_CLIENT_ID", "LIVECHAT_CLIENT_SECRET", "LIVECHAT_ORGANIZATION_ID")
+    return {
+        "credentials": state,
+        # The token service needs the app's id and secret as well as a token (tokens.py).
+        "usable": state != "missing" and all(getattr(settings, n) for n in app_settings),
+        "access_token_expires_in": int((expires - now).total_seconds())
+        if state == "access_token"
+        else None,
+    }
+
+
+def outbox() -> dict[str, Any]:
+    """Per route: rows waiting (and the age in seconds of the oldest one), rows failed for good."""
+    now = timezone.now()
+    routes = Message.Route.values
+    pending = {
+        row["route"]: row
+        for row in Message.objects.filter(status=Message.Status.PENDING)
+        .order_by()
+        .values("route")
+        .annotate(n=Count("id"), oldest=Min("created_at"))
+    }
+    failed = dict(
+        Message.objects.filter(status=Message.Status.FAILED)
+        .order_by()
+        .values("route")
+        .annotate(n=Count("id"))
+        .values_list("route", "n")
+    )
+    return {
+        "pending": {route: pending[route]["n"] if route in pending else 0 for route in routes},
+        "oldest_pending_seconds": {
+            route: max(int((now - pending[route]["oldest"]).total_seconds()), 0)
+            if route in pending
+            else None
+            for route in routes
+        },
+        "failed": {route: failed.get(route, 0) for route in routes},
+        "failed_total": sum(failed.values()),
+    }
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        database = "ok"
     except DatabaseError as exc:
-        database = f"unavailable: {type(exc).__name__}"
-    problems = configuration_problems()
-    body = {
-        "database": database,
-        "not_configured": {k: v for k, v in problems.items() if v},
-    }
-    return JsonResponse(body, status=200 if database == "ok" else 503)
+        return JsonResponse({"database": f"unavailable: {type(exc).__name__}"}, status=503)
+    body: dict[str, Any] = {"database": "ok"}
+    try:
+        problems = configuration_problems()
+        body["not_configured"] = {k: v for k, v in problems.items() if v}
+        body["line"] = {"configured": not problems["line"]}
+        body["livechat"] = {"configured": not problems["livechat"], **livechat_credentials()}
+        body["outbox"] = outbox()
+    except DatabaseError as exc:
+        # The database answers but not these queries (say, before the first migrate): report it
+        # and stay in the load balancer, as every dyno would be in the same state.
+        body["error"] = f"database query failed: {type(exc).__name__}"
+    return JsonResponse(body, status=200)

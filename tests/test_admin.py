@@ -1,0 +1,290 @@
+"""An operator in the admin: finds a conversation, reads its transcript, sees what failed, sends it
+again; and never sees a token."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.urls import reverse
+from django.utils import timezone
+
+from sessions_app import delivery
+from sessions_app.models import ChatSession, InboundEvent, LiveChatCredential, Message
+
+CUSTOMER_TOKEN = "dal:customer-token-never-shown-0001"
+ACCESS_TOKEN = "dal:agent-access-token-never-shown-0002"
+REFRESH_TOKEN = "dal:agent-refresh-token-never-shown-0003"
+WEBHOOK_SECRET = "webhook-secret-never-shown-0004"
+REPLY_TOKEN = "line-reply-token-never-shown-0005"
+SECRETS = (CUSTOMER_TOKEN, ACCESS_TOKEN, REFRESH_TOKEN, WEBHOOK_SECRET, REPLY_TOKEN)
+
+
+@pytest.fixture
+def transcript(db) -> ChatSession:
+    session = ChatSession.objects.create(
+        line_id="U0123456789abcdef0123456789abcdef",
+        display_name="Hanako",
+        state=ChatSession.State.WITH_AGENT,
+        agent_name="Agent Smith",
+        customer_id="cust-42",
+        customer_token=CUSTOMER_TOKEN,
+        customer_token_expires_at=timezone.now() + timedelta(hours=8),
+        chat_id="CHAT42",
+        thread_id="THREAD1",
+    )
+    Message.objects.create(
+        session=session,
+        direction=Message.Direction.TO_AGENT,
+        route=Message.Route.LIVECHAT,
+        body="first words from Hanako",
+        status=Message.Status.SENT,
+        attempts=1,
+        sent_at=timezone.now(),
+    )
+    Message.objects.create(
+        session=session,
+        direction=Message.Direction.TO_USER,
+        route=Message.Route.LINE_PUSH,
+        body="an answer that could not be pushed",
+        status=Message.Status.FAILED,
+        attempts=3,
+        last_error="LINE HTTP 400 invalid",
+    )
+    Message.objects.create(
+        session=session,
+        direction=Message.Direction.TO_USER,
+        route=Message.Route.LINE_PUSH,
+        kind=Message.Kind.NOTICE,
+        body="welcome",
+        payload={"reply_token": REPLY_TOKEN},
+    )
+    InboundEvent.objects.create(
+        source=InboundEvent.Source.LIVECHAT,
+        event_id="evt-livechat-1",
+        event_type="incoming_event",
+        payload={"secret_key": WEBHOOK_SECRET, "action": "incoming_event", "payload": {}},
+        outcome="relayed",
+    )
+    InboundEvent.objects.create(
+        source=InboundEvent.Source.LINE,
+        event_id="01LINEEVENT",
+        event_type="follow",
+        payload={"type": "follow", "replyToken": REPLY_TOKEN},
+        outcome="greeted",
+    )
+    LiveChatCredential.objects.create(
+        access_token=ACCESS_TOKEN,
+        access_token_expires_at=timezone.now() + timedelta(hours=8),
+        refresh_token=REFRESH_TOKEN,
+        account_id="acc-1",
+        organization_id="org-1",
+    )
+    return session
+
+
+def admin_pages(session: ChatSession) -> list[str]:
+    pages = []
+    for model, obj in [
+        ("chatsession", session),
+        ("message", session.messages.filter(payload__has_key="reply_token").first()),
+        ("inboundevent", InboundEvent.objects.get(source="livechat")),
+        ("inboundevent", InboundEvent.objects.get(source="line")),
+        ("livechatcredential", LiveChatCredential.objects.get()),
+    ]:
+        pages.append(reverse(f"admin:sessions_app_{model}_changelist"))
+        pages.append(reverse(f"admin:sessions_app_{model}_change", args=[obj.pk]))
+    return pages
+
+
+def test_every_page_renders_and_no_token_is_ever_shown(admin_client, transcript):
+    for url in admin_pages(transcript):
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        html = response.content.decode()
+        for secret in SECRETS:
+            assert secret not in html, (url, secret)
+
+
+def test_session_list_shows_the_columns_and_counts(admin_client, transcript):
+    html = admin_client.get(reverse("admin:sessions_app_chatsession_changelist")).content.decode()
+    for text in ("Hanako", "Agent Smith", transcript.line_id):
+        assert text in html
+    # One waiting (the notice), one failed.
+    assert '<td class="field-waiting">1</td>' in html
+    assert '<td class="field-failed">1</td>' in html
+
+
+@pytest.mark.parametrize("term", ["U0123456789abcdef", "hanako", "cust-42", "CHAT42"])
+def test_session_search(admin_client, transcript, term):
+    ChatSession.objects.create(line_id="Uother", display_name="Someone else")
+    response = admin_client.get(reverse("admin:sessions_app_chatsession_changelist"), {"q": term})
+    assert list(response.context["cl"].result_list) == [transcript]
+
+
+def test_session_filters(admin_client, transcript):
+    url = reverse("admin:sessions_app_chatsession_changelist")
+    assert admin_client.get(url, {"state__exact": "with_agent"}).context["cl"].result_count == 1
+    assert admin_client.get(url, {"state__exact": "ended"}).context["cl"].result_count == 0
+    assert admin_client.get(url, {"delivery_mode__exact": "push"}).context["cl"].result_count == 1
+
+
+def test_transcript_is_inline_oldest_first_and_read_only(admin_client, transcript):
+    response = admin_client.get(
+        reverse("admin:sessions_app_chatsession_change", args=[transcript.pk])
+    )
+    html = response.content.decode()
+    first = html.index("first words from Hanako")
+    assert first < html.index("an answer that could not be pushed") < html.index("welcome")
+    assert "LINE HTTP 400 invalid" in html
+    assert 'name="messages-0-body"' not in html  # shown, not editable
+    assert 'name="customer_token"' not in html
+
+
+def test_editing_a_session_changes_only_its_labels(admin_client, transcript):
+    url = reverse("admin:sessions_app_chatsession_change", args=[transcript.pk])
+    # Meanwhile the relay moved the session on; the admin form was loaded before that.
+    ChatSession.objects.filter(pk=transcript.pk).update(state=ChatSession.State.ENDED)
+    response = admin_client.post(
+        url,
+        {
+            "display_name": "Hanako Yamada",
+            "language": "en",
+            "messages-TOTAL_FORMS": "3",
+            "messages-INITIAL_FORMS": "3",
+            "messages-MIN_NUM_FORMS": "0",
+            "messages-MAX_NUM_FORMS": "1000",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    transcript.refresh_from_db()
+    assert transcript.display_name == "Hanako Yamada"
+    assert transcript.language == "en"
+    assert transcript.state == ChatSession.State.ENDED
+    assert transcript.customer_token == CUSTOMER_TOKEN
+
+
+def test_failed_deliveries_filter(admin_client, transcript):
+    url = reverse("admin:sessions_app_message_changelist")
+    failed = admin_client.get(url, {"delivery": "failed"}).context["cl"].result_list
+    assert [m.body for m in failed] == ["an answer that could not be pushed"]
+    assert "Failed deliveries" in admin_client.get(url).content.decode()
+
+
+def test_message_search_by_line_id(admin_client, transcript):
+    url = reverse("admin:sessions_app_message_changelist")
+    assert admin_client.get(url, {"q": transcript.line_id}).context["cl"].result_count == 3
+    assert admin_client.get(url, {"q": "nobody"}).context["cl"].result_count == 0
+
+
+def test_inbound_event_search_and_filters(admin_client, transcript):
+    url = reverse("admin:sessions_app_inboundevent_changelist")
+    found = admin_client.get(url, {"q": "evt-livechat-1"}).context["cl"].result_list
+    assert [e.event_id for e in found] == ["evt-livechat-1"]
+    assert admin_client.get(url, {"source__exact": "line"}).context["cl"].result_count == 1
+    assert admin_client.get(url, {"outcome": "greeted"}).context["cl"].result_count == 1
+    assert admin_client.get(url, {"event_type": "follow"}).context["cl"].result_count == 1
+
+
+def test_nothing_is_added_deleted_or_edited_where_the_bridge_keeps_state(admin_client, transcript):
+    for model in ("chatsession", "message", "inboundevent", "livechatcredential"):
+        assert admin_client.get(reverse(f"admin:sessions_app_{model}_add")).status_code == 403
+    message = transcript.messages.get(status=Message.Status.FAILED)
+    url = reverse("admin:sessions_app_message_change", args=[message.pk])
+    admin_client.post(url, {"status": "sent", "body": "changed"})
+    message.refresh_from_db()
+    assert (message.status, message.body) == ("failed", "an answer that could not be pushed")
+    delete = reverse("admin:sessions_app_message_delete", args=[message.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+
+
+def test_a_viewer_cannot_retry(client, transcript):
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_message", "view_chatsession"])
+    )
+    client.force_login(viewer)
+    url = reverse("admin:sessions_app_message_changelist")
+    assert client.get(url).status_code == 200
+    assert "retry_delivery" not in client.get(url).content.decode()
+    failed = transcript.messages.get(status=Message.Status.FAILED)
+    client.post(url, {"action": "retry_delivery", "_selected_action": [failed.pk]})
+    failed.refresh_from_db()
+    assert failed.status == Message.Status.FAILED
+
+
+def chat_texts(livechat, session: ChatSession) -> list[str]:
+    return [e["text"] for e in livechat.events(session.chat_id) if e["type"] == "message"]
+
+
+def test_retry_delivery_puts_a_failed_message_back_and_the_worker_delivers_it(
+    admin_client, api, livechat, drain
+):
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    livechat.fail("send_event", status=400, error_type="validation", times=1)
+    api.call("/send", {"line_id": "U1", "message": "refused at first"})
+    api.call("/send", {"line_id": "U1", "message": "delivered"})
+    drain()
+    failed = Message.objects.get(body="refused at first")
+    assert failed.status == Message.Status.FAILED
+    sent = Message.objects.get(body="delivered", status=Message.Status.SENT)
+
+    url = reverse("admin:sessions_app_message_changelist")
+    response = admin_client.post(
+        url, {"action": "retry_delivery", "_selected_action": [failed.pk, sent.pk]}, follow=True
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    assert "1 failed message(s) put back in the delivery queue." in shown
+    assert "1 selected message(s) had not failed and were left as is." in shown
+    sent.refresh_from_db()
+    assert sent.status == Message.Status.SENT
+    failed.refresh_from_db()
+    assert failed.status == Message.Status.PENDING
+    assert failed.attempts == 1 and "validation" in failed.last_error
+    assert failed.leased_until is None and failed.lease_token == ""
+    assert failed.next_attempt_at <= timezone.now()
+
+    while delivery.run_once():
+        pass
+    failed.refresh_from_db()
+    assert failed.status == Message.Status.SENT
+    assert chat_texts(livechat, session) == ["delivered", "refused at first"]
+    history = admin_client.get(
+        reverse("admin:sessions_app_message_history", args=[failed.pk])
+    ).content.decode()
+    assert "Retry delivery" in history
+
+
+def test_long_transcripts_show_the_latest_messages(admin_client, transcript):
+    Message.objects.bulk_create(
+        Message(
+            session=transcript,
+            direction=Message.Direction.TO_AGENT,
+            route=Message.Route.LIVECHAT,
+            body=f"line {n:03d}",
+            status=Message.Status.SENT,
+        )
+        for n in range(205)
+    )
+    url = reverse("admin:sessions_app_chatsession_change", args=[transcript.pk])
+    html = admin_client.get(url).content.decode()
+    assert "line 004" not in html and "first words from Hanako" not in html
+    assert html.index("line 005") < html.index("line 204")
+    assert f"?session__id__exact={transcript.pk}" in html  # the link to all of them
+
+
+def test_session_list_costs_the_same_for_many_sessions(
+    admin_client, transcript, django_assert_max_num_queries
+):
+    for n in range(30):
+        session = ChatSession.objects.create(line_id=f"U{n}")
+        Message.objects.create(
+            session=session,
+            direction=Message.Direction.TO_AGENT,
+            route=Message.Route.LIVECHAT,
+            status=Message.Status.FAILED,
+        )
+    with django_assert_max_num_queries(12):
+        admin_client.get(reverse("admin:sessions_app_chatsession_changelist"))

@@ -1,0 +1,357 @@
+"""Running the bridge: request ids, one-line logs that keep bodies and tokens out, /healthz for
+monitoring, the JSON API's rate limit, and a Heroku deploy that passes Django's checks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from django.db import OperationalError
+from django.utils import timezone
+
+from sessions_app import health
+from sessions_app.models import ChatSession, LiveChatCredential, Message
+from sessions_app.request_log import (
+    LogfmtFormatter,
+    RequestIDFilter,
+    bound_request_id,
+    redact,
+)
+from tests.conftest import API_KEY, ROOT, BridgeAPI
+from tests.fakes.line import text_event
+
+# --- request ids ------------------------------------------------------------------------------
+
+
+def test_router_request_id_is_kept_and_answered(client, db):
+    response = client.get("/healthz", headers={"X-Request-ID": "f2a1c7e0-router-id"})
+    assert response["X-Request-ID"] == "f2a1c7e0-router-id"
+
+
+@pytest.mark.parametrize(
+    "given", [None, "", "a" * 201, "has space", 'quote"d', "new\nline", "key=v;drop"]
+)
+def test_missing_or_unsafe_request_id_is_replaced(client, db, given):
+    headers = {"X-Request-ID": given} if given is not None else {}
+    answered = client.get("/healthz", headers=headers)["X-Request-ID"]
+    assert answered != given
+    uuid.UUID(answered)
+
+
+def test_request_id_is_on_every_log_line_of_the_request(client, settings, caplog):
+    settings.LIVECHAT_WEBHOOK_SECRET = "the-webhook-secret"
+    caplog.handler.addFilter(RequestIDFilter())
+    with caplog.at_level(logging.INFO):
+        response = client.post(
+            "/livechat/webhook",
+            {"action": "incoming_event", "secret_key": "wrong", "payload": {}},
+            content_type="application/json",
+            headers={"X-Request-ID": "req-42"},
+        )
+        logging.getLogger("sessions_app").info("outside any request")
+    assert response.status_code == 403
+    refused = [r for r in caplog.records if "wrong secret_key" in r.getMessage()]
+    assert refused and all(r.request_id == "req-42" for r in refused)
+    assert caplog.records[-1].request_id == "-"
+
+
+def test_worker_can_bind_an_id_to_its_lines(caplog):
+    caplog.handler.addFilter(RequestIDFilter())
+    with caplog.at_level(logging.INFO), bound_request_id("msg-7"):
+        logging.getLogger("sessions_app.delivery").info("delivered")
+    assert caplog.records[-1].request_id == "msg-7"
+
+
+# --- the log format -----------------------------------------------------------------------------
+
+
+def format_record(message: str, *args: object, exc_info: object = None) -> str:
+    record = logging.LogRecord("sessions_app.x", logging.WARNING, __file__, 1, message, args, None)
+    if exc_info:
+        record.exc_info = exc_info
+    RequestIDFilter().filter(record)
+    return LogfmtFormatter().format(record)
+
+
+def test_one_line_per_record_in_logfmt():
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        line = format_record(
+            "delivery failed route=%s error=%s", "livechat", 'a "quoted" x', exc_info=sys.exc_info()
+        )
+    assert "\n" not in line
+    assert line.startswith("ts=")
+    assert " level=warning logger=sessions_app.x request_id=- " in line
+    assert 'msg="delivery failed route=livechat error=a \\"quoted\\" x"' in line
+    assert 'exc="Traceback (most recent call last):\\n' in line
+    assert "ValueError: bad\\nthing" in line
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("headers={'Authorization': 'Bearer dal:abcdefghijklmnopqrstuvwxyz'}", "abcdefghijklmnop"),
+        ("Authorization: Bearer 0123456789abcdef", "0123456789abcdef"),
+        ('{"access_token": "tok-123456789", "expires_in": 28800}', "tok-123456789"),
+        ("grant_type=refresh_token&refresh_token=rt-987654321&client_id=x", "rt-987654321"),
+        ("client_secret=cs-123456789 next", "cs-123456789"),
+        ("stored dal:QWERTYUIOPASDFGHJKLZ", "QWERTYUIOPASDFGHJKLZ"),
+    ],
+)
+def test_tokens_are_masked_in_the_formatter(text, secret):
+    masked = redact(text)
+    assert secret not in masked and "[redacted]" in masked
+    assert secret not in format_record("%s", text)
+
+
+def test_configured_secrets_are_masked_wherever_they_appear(settings):
+    settings.LINE_CHANNEL_ACCESS_TOKEN = "LINE+channel/access=token"
+    settings.BRIDGE_API_KEY = "bridge-key-0123456789"
+    line = format_record(
+        "calling with %s and %s", "LINE+channel/access=token", "bridge-key-0123456789"
+    )
+    assert "LINE+channel" not in line and "bridge-key-0123456789" not in line
+    assert redact("expires_in=28800 route=livechat") == "expires_in=28800 route=livechat"
+
+
+USER = "U" + "a" * 32
+
+
+def test_logs_at_info_hold_no_message_body_and_no_token(api, livechat, line, drain, caplog):
+    """A whole conversation, both ways, through the JSON API and the LINE webhook."""
+    bodies = ["api-user-body-3141", "agent-reply-body-2718", "line-user-body-1618", "agent-2-1414"]
+    with caplog.at_level(logging.INFO):
+        api.call("/init", {"line_id": "U1", "display_name": "Taro"})
+        api.call("/send", {"line_id": "U1", "message": bodies[0]})
+        drain()
+        pulled = ChatSession.objects.get(line_id="U1")
+        livechat.agent_says(pulled.chat_id, bodies[1])
+        assert api.call("/messages", {"line_id": "U1", "wait": 5})["message"] == bodies[1]
+        api.call("/close", {"line_id": "U1"})
+
+        assert line.post_events([text_event(USER, bodies[2])])[0] == 200
+        drain()
+        pushed = ChatSession.objects.get(line_id=USER)
+        livechat.agent_says(pushed.chat_id, bodies[3])
+        drain()
+        assert line.texts_for(USER) == [bodies[3]]
+        # A failure is logged too, with the vendor's error: still no body.
+        livechat.fail("send_event", status=400, error_type="validation")
+        api.call("/send", {"line_id": "U1", "message": bodies[0]})
+        drain()
+
+    credential = LiveChatCredential.objects.get()
+    tokens = [
+        API_KEY,
+        line.channel_access_token,
+        line.channel_secret,
+        livechat.client_secret,
+        livechat.webhook_secret,
+        credential.access_token,
+        credential.refresh_token,
+        *ChatSession.objects.exclude(customer_token="").values_list("customer_token", flat=True),
+    ]
+    assert all(tokens) and credential.access_token
+    formatter = LogfmtFormatter()
+    records = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert any("delivered" in r.getMessage() for r in records)  # the capture saw the worker
+    for record in records:
+        raw = record.getMessage() + (
+            formatter.formatException(record.exc_info) if record.exc_info else ""
+        )
+        for secret in bodies + tokens:
+            assert secret not in raw, (secret, record.name, raw)
+
+
+# --- /healthz ----------------------------------------------------------------------------------
+
+
+def make_message(session: ChatSession, route: str, status: str, age: float) -> Message:
+    return Message.objects.create(
+        session=session,
+        direction=Message.Direction.TO_USER
+        if route != Message.Route.LIVECHAT
+        else Message.Direction.TO_AGENT,
+        route=route,
+        body="x",
+        status=status,
+        created_at=timezone.now() - timedelta(seconds=age),
+    )
+
+
+def test_healthz_reports_credentials_configuration_and_outbox(client, settings, db):
+    settings.LINE_CHANNEL_SECRET = "s"
+    settings.LINE_CHANNEL_ACCESS_TOKEN = "t"
+    settings.LIVECHAT_CLIENT_ID = "id"
+    settings.LIVECHAT_CLIENT_SECRET = "secret"
+    settings.LIVECHAT_ORGANIZATION_ID = "org"
+    settings.LIVECHAT_REFRESH_TOKEN = ""
+    LiveChatCredential.objects.create(
+        access_token="dal:access",
+        access_token_expires_at=timezone.now() + timedelta(hours=1),
+        refresh_token="dal:refresh",
+    )
+    session = ChatSession.objects.create(line_id="U1")
+    make_message(session, Message.Route.LIVECHAT, Message.Status.PENDING, 120)
+    make_message(session, Message.Route.LIVECHAT, Message.Status.PENDING, 5)
+    make_message(session, Message.Route.LINE_PUSH, Message.Status.FAILED, 900)
+    make_message(session, Message.Route.LIVECHAT, Message.Status.FAILED, 900)
+    make_message(session, Message.Route.LIVECHAT, Message.Status.SENT, 900)
+
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["database"] == "ok"
+    assert body["line"] == {"configured": True}
+    livechat = body["livechat"]
+    assert livechat["credentials"] == "access_token" and livechat["usable"] is True
+    assert 3500 < livechat["access_token_expires_in"] <= 3600
+    outbox = body["outbox"]
+    assert outbox["pending"] == {"livechat": 2, "line_push": 0, "api_pull": 0}
+    assert 119 <= outbox["oldest_pending_seconds"]["livechat"] <= 125
+    assert outbox["oldest_pending_seconds"]["line_push"] is None
+    assert outbox["failed"] == {"livechat": 1, "line_push": 1, "api_pull": 0}
+    assert outbox["failed_total"] == 2
+    assert "dal:access" not in response.content.decode()
+
+
+def test_healthz_livechat_credentials_states(client, settings, db):
+    settings.LIVECHAT_REFRESH_TOKEN = ""
+    body = client.get("/healthz").json()
+    assert body["livechat"]["credentials"] == "missing"
+    assert body["livechat"]["usable"] is False
+    assert "LIVECHAT_REFRESH_TOKEN" in body["not_configured"]["livechat"]
+
+    settings.LIVECHAT_REFRESH_TOKEN = "seed"
+    assert client.get("/healthz").json()["livechat"]["credentials"] == "refresh_token"
+
+    settings.LIVECHAT_REFRESH_TOKEN = ""
+    LiveChatCredential.objects.create(
+        access_token="dal:old", access_token_expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    assert client.get("/healthz").json()["livechat"]["credentials"] == "missing"
+    LiveChatCredential.objects.update(refresh_token="dal:rotated")
+    livechat = client.get("/healthz").json()["livechat"]
+    assert livechat["credentials"] == "refresh_token"
+    assert livechat["access_token_expires_in"] is None
+
+
+def test_healthz_is_503_only_when_the_database_does_not_answer(client, monkeypatch, db):
+    class DeadConnection:
+        def cursor(self):
+            raise OperationalError("connection refused")
+
+    monkeypatch.setattr(health, "connection", DeadConnection())
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"database": "unavailable: OperationalError"}
+
+
+def test_healthz_stays_200_when_vendors_are_not_configured(client, settings, db):
+    settings.LINE_CHANNEL_ACCESS_TOKEN = ""
+    settings.LIVECHAT_CLIENT_ID = ""
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["line"] == {"configured": False}
+    assert response.json()["livechat"]["configured"] is False
+
+
+# --- the JSON API's rate limit ---------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_throttle():
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_api_answers_429_json_after_the_limit(api, live_server, settings, fresh_throttle):
+    settings.BRIDGE_API_RATE = "3/min"
+    api.call("/init", {"line_id": "U1"})
+    api.call("/messages", {"line_id": "U1", "wait": 0})
+    api.call("/messages", {"line_id": "U1", "wait": 0})
+    response = api.post("/messages", {"line_id": "U1", "wait": 0})
+    assert response.status_code == 429
+    assert response.json() == {"type": "bad", "message": "too many requests"}
+    assert 1 <= int(response.headers["Retry-After"]) <= 61
+    # Without the key it is still "unauthorized", not a throttled answer.
+    anonymous = BridgeAPI(live_server.url, key=None).post("/messages", {"line_id": "U1"})
+    assert anonymous.status_code == 401
+
+
+def test_rate_off_means_no_limit(api, settings, fresh_throttle):
+    settings.BRIDGE_API_RATE = ""
+    api.call("/init", {"line_id": "U1"})
+    for _ in range(5):
+        api.call("/messages", {"line_id": "U1", "wait": 0})
+
+
+def production_env(**extra: str) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("LINE_", "LIVECHAT_"))}
+    return {
+        **keep,
+        "DJANGO_SETTINGS_MODULE": "bridge.settings",
+        "SECRET_KEY": "a-production-like-secret-key-" + "k" * 40,
+        "ALLOWED_HOSTS": "bridge.example.herokuapp.com",
+        "SSL": "True",
+        "DEBUG": "False",
+        "DATABASE_URL": f"sqlite:///{tempfile.gettempdir()}/bridge-check-{uuid.uuid4().hex}.sqlite3",
+        **extra,
+    }
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_malformed_rate_stops_the_release():
+    result = manage("check", env=production_env(BRIDGE_API_RATE="lots"))
+    assert result.returncode != 0
+    assert "BRIDGE_API_RATE" in result.stderr
+
+
+# --- Heroku ------------------------------------------------------------------------------------
+
+
+def test_deploy_check_has_no_security_warning():
+    env = production_env()
+    result = manage("check", "--deploy", env=env)
+    Path(env["DATABASE_URL"].removeprefix("sqlite:///")).unlink(missing_ok=True)
+    assert result.returncode == 0, result.stderr
+    assert "security.W" not in result.stdout + result.stderr
+
+
+def test_app_json_matches_the_procfile_and_the_settings():
+    app = json.loads((ROOT / "app.json").read_text())
+    procfile = (ROOT / "Procfile").read_text()
+    for process in app["formation"]:
+        assert f"{process}:" in procfile
+    assert {"web", "worker"} <= set(app["formation"])
+    assert app["stack"] == "heroku-24"
+    assert app["buildpacks"] == [{"url": "heroku/python"}]
+    env = app["env"]
+    assert env["SECRET_KEY"]["generator"] == "secret"
+    assert env["BRIDGE_API_KEY"]["generator"] == "secret"
+    assert env["ALLOWED_HOSTS"]["required"] is True
+    settings_text = (ROOT / "bridge" / "settings.py").read_text()
+    for name, spec in env.items():
+        assert f'"{name}"' in settings_text, f"{name} is read nowhere"
+        assert spec.get("description"), name
