@@ -1,0 +1,449 @@
+"""The operator's LiveChat commands, run as an operator would, against the fake LiveChat over real
+HTTP: connect from a terminal, check the connection, register webhooks, manage agents."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from sessions_app.models import LiveChatCredential
+from tests.conftest import ROOT, database_url
+from tests.fakes import livechat as fake_livechat
+
+ACCOUNT_ID = "pat-account-id"
+PAT = "dal:personal-access-token"
+BRIDGE_URL = "https://bridge.example.com"
+WEBHOOK_URL = f"{BRIDGE_URL}/livechat/webhook"
+ACTIONS = {
+    "incoming_event",
+    "chat_deactivated",
+    "incoming_chat",
+    "user_added_to_chat",
+    "chat_transferred",
+}
+
+
+def run(*args: str, stdin: str | None = None, monkeypatch=None) -> str:
+    """Run a command and return what it printed."""
+    out = io.StringIO()
+    if stdin is not None:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    call_command(*args, stdout=out, stderr=out)
+    return out.getvalue()
+
+
+def fails(*args: str) -> str:
+    """Run a command that must fail (exit status 1 from a shell); its error message."""
+    with pytest.raises(CommandError) as failure:
+        call_command(*args, stdout=io.StringIO(), stderr=io.StringIO())
+    return str(failure.value)
+
+
+@pytest.fixture
+def pat(livechat, settings):
+    """A personal access token configured for the Configuration API."""
+    livechat.pats = {ACCOUNT_ID: PAT}
+    settings.LIVECHAT_PAT = PAT
+    settings.LIVECHAT_ACCOUNT_ID = ACCOUNT_ID
+    return PAT
+
+
+def basic(account_id: str, token: str) -> str:
+    return "Basic " + base64.b64encode(f"{account_id}:{token}".encode()).decode()
+
+
+# --------------------------------------------------------------------------- livechat_connect
+
+
+def test_connect_with_a_refresh_token_stores_the_rotated_one(livechat, settings):
+    settings.LIVECHAT_REFRESH_TOKEN = ""
+    given = livechat.valid_refresh_token
+
+    output = run("livechat_connect", "--refresh-token", given)
+
+    assert f"Connected to LiveChat: account {livechat.account_id}" in output
+    (call,) = livechat.calls_to("token")
+    assert call.body["grant_type"] == "refresh_token"
+    assert call.body["refresh_token"] == given
+    credential = LiveChatCredential.objects.get()
+    assert credential.refresh_token == livechat.valid_refresh_token != given
+    assert credential.access_token
+    assert credential.organization_id == livechat.organization_id
+
+
+def test_connect_reads_the_refresh_token_from_stdin(livechat, monkeypatch):
+    given = livechat.valid_refresh_token
+
+    run("livechat_connect", "--refresh-token", "-", stdin=f"{given}\n", monkeypatch=monkeypatch)
+
+    assert livechat.calls_to("token")[0].body["refresh_token"] == given
+    assert LiveChatCredential.objects.get().refresh_token == livechat.valid_refresh_token
+
+
+def test_a_refused_refresh_token_keeps_the_working_one(livechat):
+    run("livechat_connect", "--refresh-token", livechat.valid_refresh_token)
+    working = LiveChatCredential.objects.get().refresh_token
+
+    message = fails("livechat_connect", "--refresh-token", "mistyped")
+
+    assert "refresh token is invalid" in message and "Nothing was stored" in message
+    assert LiveChatCredential.objects.get().refresh_token == working == livechat.valid_refresh_token
+
+
+def test_connect_with_a_code(livechat):
+    livechat.authorization_codes.add("the-code")
+    redirect_uri = f"{BRIDGE_URL}/livechat/connect/callback"
+
+    output = run("livechat_connect", "--code", "the-code", "--redirect-uri", redirect_uri)
+
+    assert "Connected to LiveChat" in output
+    (call,) = livechat.calls_to("token")
+    assert call.body["grant_type"] == "authorization_code"
+    assert call.body["code"] == "the-code"
+    assert call.body["redirect_uri"] == redirect_uri
+    assert LiveChatCredential.objects.get().refresh_token == livechat.valid_refresh_token
+
+
+def test_a_code_needs_the_redirect_uri_it_was_issued_for(livechat):
+    livechat.authorization_codes.add("the-code")
+
+    assert "--redirect-uri" in fails("livechat_connect", "--code", "the-code")
+    assert livechat.calls == []
+
+
+def test_connect_warns_when_the_organization_differs(livechat, settings):
+    settings.LIVECHAT_ORGANIZATION_ID = "another-org"
+
+    output = run("livechat_connect", "--refresh-token", livechat.valid_refresh_token)
+
+    assert "Warning" in output and livechat.organization_id in output and "another-org" in output
+
+
+def test_connect_warns_when_the_token_cannot_mint_customer_tokens(livechat, monkeypatch):
+    # An app without the admin-only customers:own scope gets tokens the bridge cannot use.
+    monkeypatch.setattr(fake_livechat, "SCOPE", "chats--all:rw agents--all:rw")
+
+    output = run("livechat_connect", "--refresh-token", livechat.valid_refresh_token)
+
+    assert "Warning: the token lacks the `customers:own` scope" in output
+
+
+def test_status_refreshes_and_tries_the_token_without_creating_anything(livechat):
+    # Only LIVECHAT_REFRESH_TOKEN is known, as on a fresh deployment.
+    output = run("livechat_connect", "--status")
+
+    assert "OK: the bridge can mint LiveChat customer tokens" in output
+    assert f"account {livechat.account_id}" in output
+    assert [c.name for c in livechat.calls] == ["token", "configuration/list_agents"]
+    (check,) = livechat.calls_to("configuration/list_agents")
+    assert (
+        check.headers["authorization"] == f"Bearer {LiveChatCredential.objects.get().access_token}"
+    )
+    assert livechat.customers == {}  # no customer was minted to find out
+
+
+def test_status_uses_a_fresh_token_without_refreshing(livechat):
+    run("livechat_connect", "--refresh-token", livechat.valid_refresh_token)
+    livechat.calls.clear()
+
+    run("livechat_connect", "--status")
+
+    assert [c.name for c in livechat.calls] == ["configuration/list_agents"]
+
+
+def test_status_refreshes_a_token_revoked_before_its_expiry(livechat):
+    run("livechat_connect", "--refresh-token", livechat.valid_refresh_token)
+    livechat.expire_tokens()  # the stored token still looks fresh, LiveChat refuses it
+    livechat.calls.clear()
+
+    output = run("livechat_connect", "--status")
+
+    assert "OK" in output
+    assert [c.name for c in livechat.calls] == [
+        "configuration/list_agents",
+        "token",
+        "configuration/list_agents",
+    ]
+
+
+def test_status_fails_when_the_refresh_token_is_refused(livechat, settings):
+    settings.LIVECHAT_REFRESH_TOKEN = "revoked"
+
+    message = fails("livechat_connect", "--status")
+
+    assert "cannot mint LiveChat customer tokens" in message
+    assert "refresh token was refused" in message
+
+
+def test_status_fails_when_nothing_is_configured(livechat, settings):
+    settings.LIVECHAT_REFRESH_TOKEN = ""
+
+    message = fails("livechat_connect", "--status")
+
+    assert "LIVECHAT_REFRESH_TOKEN" in message
+    assert livechat.calls == []
+
+
+def test_status_fails_when_the_organization_differs(livechat, settings):
+    settings.LIVECHAT_ORGANIZATION_ID = "another-org"
+
+    assert "another-org" in fails("livechat_connect", "--status")
+
+
+def test_status_exits_non_zero_from_a_shell(livechat, settings):
+    """What an operator's script sees: exit status 1 and the reason on stderr."""
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bridge.settings",
+        "SECRET_KEY": "command-test-secret",
+        "ALLOWED_HOSTS": "localhost",
+        "DATABASE_URL": database_url(),
+        "LIVECHAT_API_BASE_URL": livechat.base_url,
+        "LIVECHAT_ACCOUNTS_BASE_URL": livechat.base_url,
+        "LIVECHAT_CLIENT_ID": livechat.client_id,
+        "LIVECHAT_CLIENT_SECRET": livechat.client_secret,
+        "LIVECHAT_ORGANIZATION_ID": livechat.organization_id,
+        "LIVECHAT_REFRESH_TOKEN": "revoked",
+    }
+
+    def status() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", "livechat_connect", "--status"],
+            cwd=ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    refused = status()
+    assert refused.returncode == 1
+    assert "cannot mint LiveChat customer tokens" in refused.stderr
+
+    environment["LIVECHAT_REFRESH_TOKEN"] = livechat.valid_refresh_token
+    accepted = status()
+    assert accepted.returncode == 0, accepted.stderr
+    assert "OK" in accepted.stdout
+
+
+# --------------------------------------------------------------------------- livechat_webhooks
+
+
+def test_register_twice_registers_each_webhook_once(livechat, pat):
+    first = run("livechat_webhooks", "register", "--url", BRIDGE_URL)
+    second = run("livechat_webhooks", "register", "--url", BRIDGE_URL)
+
+    assert len(livechat.webhooks) == 5
+    assert {w["action"] for w in livechat.webhooks.values()} == ACTIONS
+    for webhook in livechat.webhooks.values():
+        assert webhook["url"] == WEBHOOK_URL
+        assert webhook["secret_key"] == livechat.webhook_secret
+        assert webhook["owner_client_id"] == livechat.client_id
+        assert webhook["type"] == "license"
+        expected = {"author_type": "agent"} if webhook["action"] == "incoming_event" else {}
+        assert webhook["filters"] == expected
+    assert first.count("registered (") == 5
+    assert second.count("already registered") == 5
+    assert len(livechat.calls_to("register_webhook")) == 5
+    assert "only while the app is installed" in first
+    for call in livechat.calls_to("configuration/register_webhook"):
+        assert call.headers["authorization"] == basic(ACCOUNT_ID, PAT)
+        assert call.headers["x-region"] == "dal"
+
+
+def test_register_accepts_the_full_webhook_url(livechat, pat):
+    run("livechat_webhooks", "register", "--url", WEBHOOK_URL + "/")
+
+    assert {w["url"] for w in livechat.webhooks.values()} == {WEBHOOK_URL}
+
+
+def test_register_without_a_pat_uses_the_agent_oauth_token(livechat, settings):
+    run("livechat_connect", "--refresh-token", livechat.valid_refresh_token)
+
+    run("livechat_webhooks", "register", "--url", BRIDGE_URL)
+
+    assert len(livechat.webhooks) == 5
+    access_token = LiveChatCredential.objects.get().access_token
+    for call in livechat.calls_to("configuration/register_webhook"):
+        assert call.headers["authorization"] == f"Bearer {access_token}"
+
+
+def test_register_replaces_a_webhook_with_an_old_secret(livechat, pat, settings):
+    settings.LIVECHAT_WEBHOOK_SECRET = "old-secret"
+    run("livechat_webhooks", "register", "--url", BRIDGE_URL)
+    settings.LIVECHAT_WEBHOOK_SECRET = "new-secret"
+
+    output = run("livechat_webhooks", "register", "--url", BRIDGE_URL)
+
+    assert output.count("removed outdated") == 5
+    assert len(livechat.webhooks) == 5
+    assert {w["secret_key"] for w in livechat.webhooks.values()} == {"new-secret"}
+
+
+def test_register_leaves_other_urls_alone(livechat, pat):
+    run("livechat_webhooks", "register", "--url", "https://staging.example.com")
+
+    run("livechat_webhooks", "register", "--url", BRIDGE_URL)
+
+    assert len(livechat.webhooks) == 10
+
+
+def test_register_needs_the_webhook_secret(livechat, pat, settings):
+    settings.LIVECHAT_WEBHOOK_SECRET = ""
+
+    assert "LIVECHAT_WEBHOOK_SECRET" in fails("livechat_webhooks", "register", "--url", BRIDGE_URL)
+    assert livechat.webhooks == {}
+
+
+def test_register_explains_the_per_action_limit(livechat, pat):
+    for host in ("a", "b", "c"):
+        run("livechat_webhooks", "register", "--url", f"https://{host}.example.com")
+
+    message = fails("livechat_webhooks", "register", "--url", BRIDGE_URL)
+
+    assert "at most 3 webhooks per action" in message
+
+
+def test_register_with_a_refused_pat(livechat, settings):
+    settings.LIVECHAT_PAT = "wrong"
+    settings.LIVECHAT_ACCOUNT_ID = ACCOUNT_ID
+
+    message = fails("livechat_webhooks", "register", "--url", BRIDGE_URL)
+
+    assert "LIVECHAT_PAT" in message
+    assert len(livechat.calls_to("list_webhooks")) == 1  # a PAT is not retried
+    assert livechat.webhooks == {}
+
+
+def test_list_prints_the_apps_webhooks(livechat, pat):
+    assert "no webhooks registered" in run("livechat_webhooks", "list")
+    run("livechat_webhooks", "register", "--url", BRIDGE_URL)
+
+    output = run("livechat_webhooks", "list")
+
+    for webhook_id, webhook in livechat.webhooks.items():
+        assert f"{webhook_id}  {webhook['action']}  {WEBHOOK_URL}" in output
+    assert 'filters={"author_type": "agent"}' in output
+
+
+def test_remove_by_id_and_all(livechat, pat):
+    run("livechat_webhooks", "register", "--url", BRIDGE_URL)
+    first, second, *rest = list(livechat.webhooks)
+
+    output = run("livechat_webhooks", "remove", first, second)
+
+    assert f"removed {first}" in output and f"removed {second}" in output
+    assert set(livechat.webhooks) == set(rest)
+
+    output = run("livechat_webhooks", "remove", "--all")
+
+    assert output.count("removed ") == 3
+    assert livechat.webhooks == {}
+
+
+def test_remove_an_unknown_id(livechat, pat):
+    run("livechat_webhooks", "register", "--url", BRIDGE_URL)
+    known = next(iter(livechat.webhooks))
+
+    message = fails("livechat_webhooks", "remove", "no-such-id", known)
+
+    assert "no-such-id: no such webhook" in message
+    assert known not in livechat.webhooks  # the others are still removed
+    assert len(livechat.webhooks) == 4
+
+
+def test_remove_needs_ids_or_all(livechat, pat):
+    assert "--all" in fails("livechat_webhooks", "remove")
+    assert livechat.calls == []
+
+
+# --------------------------------------------------------------------------- livechat_agents
+
+
+def test_agents_list(livechat, pat):
+    output = run("livechat_agents", "list")
+
+    assert "agent@example.com  Agent Smith  role=owner" in output
+    assert "1 agent(s)" in output
+
+
+def test_agents_create_duplicate_and_delete(livechat, pat):
+    output = run(
+        "livechat_agents",
+        "create",
+        "jane@example.com",
+        "--name",
+        "Jane Doe",
+        "--role",
+        "administrator",
+        "--max-chats",
+        "4",
+        "--group",
+        "0",
+        "--group",
+        "1",
+        "--job-title",
+        "Night shift",
+    )
+
+    assert "created agent jane@example.com" in output
+    jane = livechat.agents["jane@example.com"]
+    assert jane["name"] == "Jane Doe"
+    assert jane["role"] == "administrator"
+    assert jane["max_chats_count"] == 4
+    assert jane["groups"] == [{"id": 0, "priority": "normal"}, {"id": 1, "priority": "normal"}]
+    assert jane["job_title"] == "Night shift"
+    assert "jane@example.com  Jane Doe" in run("livechat_agents", "list")
+
+    message = fails("livechat_agents", "create", "jane@example.com", "--name", "Jane Again")
+    assert message == "agent jane@example.com already exists"
+    assert livechat.agents["jane@example.com"]["name"] == "Jane Doe"
+
+    assert "deleted agent jane@example.com" in run("livechat_agents", "delete", "jane@example.com")
+    assert "jane@example.com" not in livechat.agents
+
+    message = fails("livechat_agents", "delete", "jane@example.com")
+    assert message == "not deleted: jane@example.com: no such agent"
+
+
+def test_agents_create_checks_max_chats_before_calling(livechat, pat):
+    with pytest.raises(CommandError, match="between 0 and 20"):
+        call_command(
+            "livechat_agents",
+            "create",
+            "jane@example.com",
+            "--name",
+            "Jane",
+            "--max-chats",
+            "25",
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+    assert livechat.calls == []
+
+
+def test_agents_with_the_oauth_token_refresh_when_expired(livechat):
+    run("livechat_connect", "--refresh-token", livechat.valid_refresh_token)
+    LiveChatCredential.objects.update(access_token_expires_at=timezone.now() - timedelta(hours=1))
+    livechat.calls.clear()
+
+    assert "agent@example.com" in run("livechat_agents", "list")
+
+    assert [c.name for c in livechat.calls] == ["token", "configuration/list_agents"]
+
+
+def test_agents_without_any_credentials(livechat, settings):
+    settings.LIVECHAT_REFRESH_TOKEN = ""
+
+    message = fails("livechat_agents", "list")
+
+    assert "not configured" in message and "LIVECHAT_REFRESH_TOKEN" in message
