@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,12 +15,13 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from . import media
 from .line import client as line_client
 from .line import errors as line_errors
 from .line.errors import LineError
 from .line.webhook import LineEvent
-from .livechat.customer_api import CustomerChatAPI, message_event
-from .livechat.errors import ChatInactive, LiveChatError
+from .livechat.customer_api import CustomerChatAPI, filled_prechat_form
+from .livechat.errors import ChatInactive, LiveChatError, PermanentError
 from .livechat.tokens import SessionCustomer
 from .livechat.webhooks import LiveChatEvent
 from .models import ChatSession, InboundEvent, Message
@@ -90,19 +92,27 @@ def user_open_chat(
     delivery_mode: str = ChatSession.DeliveryMode.PULL,
 ) -> bool:
     """Open (or resume) the user's LiveChat chat now; the JSON API's /init. False if LiveChat
-    could not be reached or refused."""
+    could not be reached or refused.
+
+    What the client sent (`session_fields`, from prechatEntities) becomes customer session fields
+    and, when the group has a pre-chat form, the answers of that form at the chat's start."""
     session = session_get_or_create(line_id=line_id, delivery_mode=delivery_mode)
     session.delivery_mode = delivery_mode
     if display_name:
         session.display_name = display_name
     session.save(update_fields=["delivery_mode", "display_name", "updated_at"])
+    if delivery_mode == ChatSession.DeliveryMode.PUSH:
+        # Pushed notices speak the user's language: learn it before the first one.
+        _fill_in_profile(session)
     api = livechat_api(session)
-    fields = [{"line_id": line_id}, {"source": "LINE"}]
-    if session.display_name:
-        fields.append({"display_name": session.display_name})
-    fields.extend(session_fields or [])
+    fields = _session_fields(session) + list(session_fields or [])
+    answers = {key: str(value) for field in session_fields or [] for key, value in field.items()}
     try:
-        api.update_customer(name=session.display_name, session_fields=fields[:100])
+        api.update_customer(
+            name=session.display_name,
+            avatar=session.picture_url or None,
+            session_fields=fields[:100],
+        )
         if session.chat_id:
             chat = api.get_chat(chat_id=session.chat_id)
             if not (chat.get("thread") or {}).get("active"):
@@ -111,7 +121,7 @@ def user_open_chat(
                 )
                 session.thread_id = answer.get("thread_id", "")
         else:
-            answer = api.start_chat(events=[], group_id=settings.LIVECHAT_GROUP_ID)
+            answer = _start_chat(api, session, events=[], answers=answers)
             session.chat_id = answer["chat_id"]
             session.thread_id = answer.get("thread_id", "")
     except LiveChatError as exc:
@@ -254,9 +264,15 @@ def _apply(event: LiveChatEvent) -> str:
             session.state = State.WITH_AGENT
             session.agent_name = event.agent_name
             _notice(session, "agent_joined", name=event.agent_name)
+        else:
+            # Started with nobody assigned yet (messaging mode): the user still hears it arrived.
+            session.state = State.OPEN
+            _notice(session, "queued")
         session.save(update_fields=["chat_id", "thread_id", "state", "agent_name", "updated_at"])
         return "chat started"
     if event.kind == "agent_added":
+        if session.state == State.WITH_AGENT and session.agent_name == event.agent_name:
+            return "agent already in the chat"  # announced by incoming_chat already
         session.state = State.WITH_AGENT
         session.agent_name = event.agent_name
         session.save(update_fields=["state", "agent_name", "updated_at"])
@@ -265,7 +281,10 @@ def _apply(event: LiveChatEvent) -> str:
     if event.kind == "chat_transferred":
         session.state = State.QUEUED if event.queue_position is not None else State.OPEN
         session.save(update_fields=["state", "updated_at"])
-        _notice(session, "transferred")
+        if event.queue_position is not None:
+            _notice(session, "transferred_position", position=event.queue_position)
+        else:
+            _notice(session, "transferred")
         return "transferred"
     return "ignored"
 
@@ -324,9 +343,10 @@ def deliver_to_agent(message: Message) -> None:
     if not session.customer_id:
         _fill_in_profile(session)
         _create_customer(api, session)
-    event = message_event(message.body, custom_id=message.custom_id)
+    # Media is fetched from LINE and uploaded here, in the worker, never in the webhook.
+    event = media.agent_event(message, api)
     if not session.chat_id:
-        answer = api.start_chat(events=[event], group_id=settings.LIVECHAT_GROUP_ID)
+        answer = _start_chat(api, session, events=[event])
         session.chat_id = answer["chat_id"]
     else:
         try:
@@ -342,7 +362,8 @@ def deliver_to_agent(message: Message) -> None:
     session.save(update_fields=["chat_id", "thread_id", "state", "updated_at"])
     message.livechat_chat_id = session.chat_id
     message.livechat_thread_id = session.thread_id
-    message.livechat_event_id = (answer.get("event_ids") or [""])[0]
+    # The user's event is the last of the initial events (a filled pre-chat form comes first).
+    message.livechat_event_id = (answer.get("event_ids") or [""])[-1]
 
 
 def _create_customer(api: CustomerChatAPI, session: ChatSession) -> None:
@@ -350,14 +371,73 @@ def _create_customer(api: CustomerChatAPI, session: ChatSession) -> None:
     effort: a failure here must not make the user's message wait or be sent twice."""
     api.credentials.renew()
     try:
-        fields = [{"line_id": session.line_id}, {"source": "LINE"}]
         api.update_customer(
             name=session.display_name or None,
             avatar=session.picture_url or None,
-            session_fields=fields,
+            session_fields=_session_fields(session),
         )
     except LiveChatError as exc:
         logger.warning("naming the customer failed session=%s error=%s", session.pk, exc)
+
+
+def _session_fields(session: ChatSession) -> list[dict[str, str]]:
+    """Who the customer is, for the agent's customer details. (Chat properties would need a
+    namespace registered for the app; LiveChat documents none for this, so session fields it is.)"""
+    fields = [{"line_id": session.line_id}, {"source": "LINE"}]
+    if session.display_name:
+        fields.append({"display_name": session.display_name})
+    if session.language:
+        fields.append({"language": session.language})
+    return fields
+
+
+def _start_chat(
+    api: CustomerChatAPI,
+    session: ChatSession,
+    *,
+    events: list[dict[str, Any]],
+    answers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """start_chat, with the group's pre-chat form answered first when the group has one."""
+    form = _filled_prechat_form(api, session, answers or {})
+    if form is None:
+        return api.start_chat(events=events, group_id=settings.LIVECHAT_GROUP_ID)
+    try:
+        return api.start_chat(events=[form, *events], group_id=settings.LIVECHAT_GROUP_ID)
+    except PermanentError as exc:
+        if exc.error_type != "validation":
+            raise
+        # How strictly LiveChat checks a filled form against its form is not documented: the
+        # user's message matters more than the form, so it goes without.
+        logger.warning("pre-chat form refused session=%s error=%s", session.pk, exc)
+        return api.start_chat(events=events, group_id=settings.LIVECHAT_GROUP_ID)
+
+
+def _filled_prechat_form(
+    api: CustomerChatAPI, session: ChatSession, answers: dict[str, str]
+) -> dict[str, Any] | None:
+    """The group's pre-chat form answered with what we know; one get_form per chat start, and
+    None when there is no form or LiveChat could not say (best effort: the chat starts anyway)."""
+    if not settings.LIVECHAT_PRECHAT_FORM:
+        return None
+    group_id = settings.LIVECHAT_GROUP_ID if settings.LIVECHAT_GROUP_ID is not None else 0
+    try:
+        answer = api.get_form(group_id=group_id, form_type="prechat")
+    except LiveChatError as exc:
+        logger.info("no pre-chat form session=%s error=%s", session.pk, exc)
+        return None
+    if not isinstance(answer, dict) or not answer.get("enabled"):
+        return None
+    form = answer.get("form")
+    if not isinstance(form, dict):
+        return None
+    return filled_prechat_form(
+        form,
+        name=session.display_name,
+        line_id=session.line_id,
+        answers=answers,
+        custom_id=f"bridge-form-{uuid.uuid4()}",
+    )
 
 
 def _already_in_chat(api: CustomerChatAPI, session: ChatSession, message: Message) -> bool:
@@ -397,16 +477,19 @@ def _delete_unsent(api: CustomerChatAPI, action: Message) -> None:
 
 
 def _fill_in_profile(session: ChatSession) -> None:
-    """Name, picture and language from LINE, before the agent first sees the user. Best effort:
-    a blocked user (404) or a LINE hiccup must not hold the user's message back."""
-    if session.delivery_mode != ChatSession.DeliveryMode.PUSH or session.display_name:
+    """Name, picture and language from LINE, before the agent first sees the user and before the
+    first notice (which is worded in the profile's language). Best effort: a blocked user (404)
+    or a LINE hiccup must not hold the user's message back. A name a /init client gave wins."""
+    if session.delivery_mode != ChatSession.DeliveryMode.PUSH:
+        return
+    if session.display_name and session.language:
         return
     try:
         profile = line_client.get_profile(session.line_id)
     except LineError as exc:
         logger.info("no LINE profile session=%s error=%s", session.pk, exc)
         return
-    session.display_name = str(profile.get("displayName") or "")[:255]
+    session.display_name = session.display_name or str(profile.get("displayName") or "")[:255]
     session.picture_url = str(profile.get("pictureUrl") or "")[:1000]
     session.language = str(profile.get("language") or "")[:16]
     session.save(update_fields=["display_name", "picture_url", "language", "updated_at"])
@@ -506,7 +589,12 @@ def _unsend(session: ChatSession, line_message_id: str) -> str:
 
 
 def line_messages_for(message: Message) -> list[dict[str, Any]]:
-    """The LINE message objects that carry one queued item to the user."""
+    """The LINE message objects that carry one queued item to the user. Only what is on the row
+    decides it, so that a retry is the identical request LINE's retry key expects."""
+    if message.kind == Kind.FILE and message.direction == Message.Direction.TO_USER:
+        image = media.line_image(message.payload)
+        if image is not None:
+            return [image]
     return line_client.text_messages(message.body)[: line_client.MAX_MESSAGES_PER_REQUEST]
 
 

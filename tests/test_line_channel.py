@@ -129,10 +129,14 @@ def test_non_text_messages_reach_the_agent_as_readable_placeholders(line, livech
     )
     line.post_events([sticker, location, image])
     drain()
+    # Issue 4 made these richer: a sticker image link, a map link, and a note for an image
+    # whose content LINE no longer has (the fake serves none for it).
     assert chat_texts(livechat, session_of()) == [
-        "[sticker] happy, smile",
-        "[location] Tokyo Tower Minato, Tokyo",
-        "[image]",
+        "[sticker] happy, smile\n"
+        "https://stickershop.line-scdn.net/stickershop/v1/sticker/1988/android/sticker.png",
+        "[location] Tokyo Tower\nMinato, Tokyo\n"
+        "https://www.google.com/maps/search/?api=1&query=35.65,139.74",
+        "[image] (no longer available on LINE)",
     ]
 
 

@@ -1,4 +1,4 @@
-"""The LINE Messaging API through line-bot-sdk: push, reply and profile.
+"""The LINE Messaging API through line-bot-sdk: push, reply, profile and message objects.
 
 One ApiClient per process and configuration (the SDK's client pools connections); every call has
 a timeout, which the SDK does not set by default."""
@@ -29,6 +29,12 @@ logger = logging.getLogger(__name__)
 # LINE counts a text's length in UTF-16 code units.
 MAX_TEXT_UNITS = 5000
 MAX_MESSAGES_PER_REQUEST = 5
+# Image messages: LINE fetches the URLs itself (HTTPS only). Its "10 MB" is taken as decimal
+# megabytes, the stricter reading, so that nothing we push is refused for a few bytes. (Previews
+# should be at most 1 MB; callers choose a thumbnail where they have one.)
+MAX_IMAGE_BYTES = 10_000_000
+MAX_URL_LENGTH = 2000
+IMAGE_CONTENT_TYPES = frozenset({"image/jpeg", "image/png"})
 
 
 @lru_cache(maxsize=8)
@@ -72,6 +78,15 @@ def text_messages(text: str) -> list[dict[str, str]]:
     return [{"type": "text", "text": piece} for piece in split_text(text)]
 
 
+def image_message(original_url: str, preview_url: str) -> dict[str, str]:
+    return {"type": "image", "originalContentUrl": original_url, "previewImageUrl": preview_url}
+
+
+def usable_image_url(url: Any) -> bool:
+    """Whether LINE can fetch an image from this URL: HTTPS, and not longer than LINE allows."""
+    return isinstance(url, str) and url.startswith("https://") and len(url) <= MAX_URL_LENGTH
+
+
 @dataclass(frozen=True)
 class PushResult:
     sent_message_ids: list[str]
@@ -88,12 +103,12 @@ def _header(headers: Any, name: str) -> str:
     return ""
 
 
-def _timeout() -> tuple[float, float]:
+def request_timeout() -> tuple[float, float]:
     return tuple(settings.VENDOR_TIMEOUT)  # type: ignore[return-value]
 
 
-def _raise_for(exc: Exception) -> None:
-    """Translate what the SDK and urllib3 raise into our errors."""
+def raise_line_error(exc: Exception) -> None:
+    """Translate what the SDK and urllib3 raise into our errors (always raises)."""
     if isinstance(exc, ApiException):
         status = exc.status or 0
         request_id = _header(exc.headers, "x-line-request-id")
@@ -125,7 +140,7 @@ def push(to: str, messages: list[dict[str, Any]], *, retry_key: str) -> PushResu
     request = PushMessageRequest.from_dict({"to": to, "messages": messages})
     try:
         response = messaging_api().push_message_with_http_info(
-            request, x_line_retry_key=retry_key, _request_timeout=_timeout()
+            request, x_line_retry_key=retry_key, _request_timeout=request_timeout()
         )
     except ApiException as exc:
         if exc.status == 409:
@@ -136,10 +151,10 @@ def push(to: str, messages: list[dict[str, Any]], *, retry_key: str) -> PushResu
             except ValueError:
                 sent = []
             return PushResult([str(m.get("id", "")) for m in sent], accepted, True)
-        _raise_for(exc)
+        raise_line_error(exc)
         raise
     except Exception as exc:
-        _raise_for(exc)
+        raise_line_error(exc)
         raise
     sent = response.data.sent_messages if response.data else []
     return PushResult([m.id for m in sent], _header(response.headers, "x-line-request-id"))
@@ -148,17 +163,17 @@ def push(to: str, messages: list[dict[str, Any]], *, retry_key: str) -> PushResu
 def reply(reply_token: str, messages: list[dict[str, Any]]) -> None:
     request = ReplyMessageRequest.from_dict({"replyToken": reply_token, "messages": messages})
     try:
-        messaging_api().reply_message_with_http_info(request, _request_timeout=_timeout())
+        messaging_api().reply_message_with_http_info(request, _request_timeout=request_timeout())
     except Exception as exc:
-        _raise_for(exc)
+        raise_line_error(exc)
         raise
 
 
 def get_profile(user_id: str) -> dict[str, Any]:
     """The user's LINE profile (displayName, pictureUrl, language, ...)."""
     try:
-        profile = messaging_api().get_profile(user_id, _request_timeout=_timeout())
+        profile = messaging_api().get_profile(user_id, _request_timeout=request_timeout())
     except Exception as exc:
-        _raise_for(exc)
+        raise_line_error(exc)
         raise
     return profile.to_dict()

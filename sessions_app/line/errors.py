@@ -35,3 +35,22 @@ class PermanentError(LineError):
 
 class NotFound(PermanentError):
     pass
+
+
+class ContentNotReady(RetryableError):
+    """202: LINE is still preparing a video or audio; ask again later."""
+
+
+class ContentGone(NotFound):
+    """404 or 410: the content expired on LINE or the user unsent the message."""
+
+
+class ContentTooLarge(PermanentError):
+    """The content is larger than the caller can take: `size` bytes when `exact` (LINE said so in
+    Content-Length), else more than `size` (found while reading)."""
+
+    def __init__(self, message: str, *, size: int, exact: bool, content_type: str = "") -> None:
+        super().__init__(message)
+        self.size = size
+        self.exact = exact
+        self.content_type = content_type

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from linebot.v3.webhook import SignatureValidator
 
@@ -32,7 +33,7 @@ def verify(channel_secret: str, body: bytes, signature: str | None) -> None:
         raise InvalidSignature("signature does not match")
 
 
-# What an agent reads for a message LiveChat cannot show as it is (yet).
+# What an agent reads for a message, or before its content is fetched (image, video, audio, file).
 PLACEHOLDERS = {
     "image": "[image]",
     "video": "[video]",
@@ -41,6 +42,41 @@ PLACEHOLDERS = {
     "sticker": "[sticker]",
     "location": "[location]",
 }
+MEDIA_TYPES = frozenset({"image", "video", "audio", "file"})
+
+# Unofficial: LINE documents no sticker image URL for bots. This is the address its sticker shop
+# serves each sticker's still image from; used as a courtesy link for STATIC stickers only.
+STICKER_IMAGE_URL = (
+    "https://stickershop.line-scdn.net/stickershop/v1/sticker/{sticker_id}/android/sticker.png"
+)
+MAP_URL = "https://www.google.com/maps/search/?api=1&query={latitude},{longitude}"
+
+
+def sticker_text(message: dict[str, Any]) -> str:
+    """`[sticker]` with what the sticker says (its text, or LINE's keywords for it)."""
+    keywords = message.get("keywords")
+    words = [str(word) for word in keywords if word] if isinstance(keywords, list) else []
+    label = str(message.get("text") or "") or ", ".join(words[:5])
+    lines = [f"[sticker] {label}".strip()]
+    if message.get("stickerResourceType") == "STATIC" and message.get("stickerId"):
+        lines.append(STICKER_IMAGE_URL.format(sticker_id=quote(str(message["stickerId"]), safe="")))
+    return "\n".join(lines)
+
+
+def location_text(message: dict[str, Any]) -> str:
+    """`[location]` with its title, address and a map link."""
+    title = str(message.get("title") or "").strip()
+    lines = [f"[location] {title}".strip()]
+    if message.get("address"):
+        lines.append(str(message["address"]))
+    latitude, longitude = message.get("latitude"), message.get("longitude")
+    if _is_number(latitude) and _is_number(longitude):
+        lines.append(MAP_URL.format(latitude=latitude, longitude=longitude))
+    return "\n".join(lines)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -64,20 +100,22 @@ class LineEvent:
         return str(self.message.get("type", ""))
 
     def readable_text(self) -> str:
-        """The message as an agent should read it."""
+        """The message as an agent should read it. For media this is the label of the file (or
+        of the note that replaces it); the content itself is fetched when it is delivered."""
         message = self.message
         kind = self.message_type
         if kind == "text":
             return str(message.get("text", ""))
         if kind == "file" and message.get("fileName"):
             return f"[file] {message['fileName']}"
+        if kind == "image" and isinstance(message.get("imageSet"), dict):
+            image_set = message["imageSet"]
+            if image_set.get("index") and image_set.get("total"):
+                return f"[image {image_set['index']}/{image_set['total']}]"
         if kind == "location":
-            parts = [str(message.get(k)) for k in ("title", "address") if message.get(k)]
-            return " ".join(["[location]", *parts]).strip()
+            return location_text(message)
         if kind == "sticker":
-            words = message.get("keywords") or []
-            label = message.get("text") or ", ".join(words[:5])
-            return f"[sticker] {label}".strip()
+            return sticker_text(message)
         return PLACEHOLDERS.get(kind, f"[{kind or 'message'}]")
 
 

@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -305,6 +305,7 @@ class Call:
     headers: dict[str, str]
     body: Any
     status: int | None = None
+    at: float = field(default_factory=time.time)  # time.time() when it arrived
 
 
 @dataclass
@@ -324,6 +325,8 @@ class _Answer:
     content_type: str | None = "application/json"
     headers: dict[str, str] | None = None
     delay: float = 0.0
+    # False: no Content-Length; the body ends when the connection closes (HTTP/1.0).
+    sized: bool = True
 
 
 def _json_answer(status: int, payload: Any, **kwargs: Any) -> _Answer:
@@ -390,7 +393,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         if answer.content_type:
             self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(answer.body)))
+        if answer.sized:
+            self.send_header("Content-Length", str(len(answer.body)))
+        else:
+            self.close_connection = True
         self.end_headers()
         try:
             self.wfile.write(answer.body)
@@ -419,6 +425,8 @@ class FakeLine:
         # Each not-ready answer (a 202 on /content, "processing" on /content/transcoding) uses one.
         self.preparing: dict[str, int] = {}
         self.gone: set[str] = set()
+        # Content served without a Content-Length, so a client learns its size only by reading.
+        self.unsized: set[str] = set()
         self.transcoding_failed: set[str] = set()
         self.blocked_users: set[str] = set()
         # Reply token -> the user it answers; filled by text_event/user_says/post_events.
@@ -438,8 +446,8 @@ class FakeLine:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self) -> FakeLine:
-        server = _Server(("127.0.0.1", 0), _Handler)
+    def start(self, port: int = 0) -> FakeLine:
+        server = _Server(("127.0.0.1", port), _Handler)
         server.fake = self
         self._server = server
         self.base_url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -514,6 +522,11 @@ class FakeLine:
         """
         with self._lock:
             self._faults.append(_Fault(path_prefix, "slow", times, delay=seconds))
+
+    def clear_faults(self) -> None:
+        """Every fail() and slow() still pending is forgotten: the platform has recovered."""
+        with self._lock:
+            self._faults.clear()
 
     def blocked(self, user_id: str) -> None:
         """The user blocked the bot: pushes still answer 200 but reach nobody; profile is 404."""
@@ -739,7 +752,8 @@ class FakeLine:
             if message_id not in self.contents:
                 return _error(404)
             data, content_type = self.contents[message_id]
-        return _Answer(200, data, content_type=content_type)
+            sized = message_id not in self.unsized
+        return _Answer(200, data, content_type=content_type, sized=sized)
 
     def _transcoding(self, message_id: str) -> _Answer:
         with self._lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import json
 import sys
 import threading
@@ -65,6 +66,7 @@ class Call:
     query: dict[str, str]
     body: dict[str, Any] | None
     status: int = 0  # 0 while the request is still being answered
+    at: float = dataclasses.field(default_factory=time.time)  # time.time() when it arrived
 
 
 class _Answer(Exception):
@@ -256,8 +258,8 @@ class FakeLiveChat:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> FakeLiveChat:
-        server = _Server(("127.0.0.1", 0), _Handler)
+    def start(self, port: int = 0) -> FakeLiveChat:
+        server = _Server(("127.0.0.1", port), _Handler)
         server.fake = self
         self._server = server
         self.base_url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -417,6 +419,50 @@ class FakeLiveChat:
             )
         self._deliver([envelope])
         return envelope
+
+    def agent_sends_file(
+        self,
+        chat_id: str,
+        *,
+        url: str,
+        name: str,
+        content_type: str,
+        size: int,
+        thumbnail_url: str | None = None,
+        author_id: str = "agent@example.com",
+    ) -> dict[str, Any]:
+        """An agent attaches a file in the agent app: a `file` event, posted as incoming_event."""
+        with self._lock:
+            chat = self._known_chat(chat_id)
+            thread = chat["threads"][-1]
+            if not thread["active"]:
+                raise RuntimeError(f"chat {chat_id} is inactive: an agent cannot write to it")
+            event: dict[str, Any] = {
+                "id": self._next_event_id(thread["id"]),
+                "type": "file",
+                "url": url,
+                "name": name,
+                "content_type": content_type,
+                "size": size,
+                "visibility": "all",
+                "created_at": _now_iso(),
+                "author_id": author_id,
+            }
+            if thumbnail_url:
+                event["thumbnail_url"] = thumbnail_url
+            thread["events"].append(event)
+            envelope = self.make_envelope(
+                "incoming_event",
+                {"chat_id": chat_id, "thread_id": thread["id"], "event": copy.deepcopy(event)},
+            )
+        self._deliver([envelope])
+        return envelope
+
+    def clear_faults(self) -> None:
+        """Every fail() and slow() still pending is forgotten: the service has recovered."""
+        with self._lock:
+            self._faults.clear()
+            self._slows.clear()
 
     def agent_ends_chat(
         self, chat_id: str, *, user_id: str | None = "agent@example.com"
