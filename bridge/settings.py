@@ -56,9 +56,12 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "sessions_app",
+    "sandbox",
 ]
 
 MIDDLEWARE = [
+    # First, so that every log line of a request (redirects included) carries its id.
+    "sessions_app.request_log.RequestIDMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -130,20 +133,43 @@ SECURE_HSTS_SECONDS = 60 * 60 * 24 * 365 if SSL else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SSL
 SECURE_HSTS_PRELOAD = SSL
 
+# JSON API calls allowed per API key, per web process ("600/min", "20/s", "off"): a guard against
+# a runaway client. The counts are in the default cache, i.e. per process (see the README).
+BRIDGE_API_RATE = env_str("BRIDGE_API_RATE", "600/min")
+_calls, _, _period = BRIDGE_API_RATE.partition("/")
+if BRIDGE_API_RATE.lower() in {"off", "none", "0"}:
+    BRIDGE_API_RATE = ""
+elif not (_calls.isdigit() and int(_calls) > 0 and _period in {"s", "min", "hour", "day"}):
+    raise ImproperlyConfigured(
+        f'BRIDGE_API_RATE must look like "600/min" (s, min, hour or day) or "off", '
+        f"not {BRIDGE_API_RATE!r}."
+    )
+
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["sessions_app.api.auth.BridgeAPIKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # The rate is read from BRIDGE_API_RATE on each request, not from DEFAULT_THROTTLE_RATES.
+    "DEFAULT_THROTTLE_CLASSES": ["sessions_app.api.throttling.APIKeyRateThrottle"],
     "EXCEPTION_HANDLER": "sessions_app.api.errors.liveagent_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 
+# One line per record, key=value (logfmt, as Heroku's router writes), with the request id, and
+# bearer tokens and the configured secrets masked (sessions_app/request_log.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "filters": {"request_id": {"()": "sessions_app.request_log.RequestIDFilter"}},
+    "formatters": {"logfmt": {"()": "sessions_app.request_log.LogfmtFormatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "logfmt",
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
@@ -189,3 +215,22 @@ MESSAGES_POLL_INTERVAL = env_float("MESSAGES_POLL_INTERVAL", 0.1)
 # so. BRIDGE_NOTICE_TEXTS overrides any of them, as JSON: {"ended": {"ja": "...", "en": "..."}}.
 BRIDGE_DEFAULT_LANGUAGE = env_str("BRIDGE_DEFAULT_LANGUAGE", "ja")
 BRIDGE_NOTICE_TEXTS = json.loads(env_str("BRIDGE_NOTICE_TEXTS") or "{}")
+
+# LiveChat connect (OAuth): the callback URL registered for the app in the Developer Console.
+# Empty: built from the request (https://<host>/livechat/connect/callback).
+LIVECHAT_REDIRECT_URI = env_str("LIVECHAT_REDIRECT_URI")
+
+# The sandbox page (`manage.py sandbox` sets this in its own process only, never in production).
+SANDBOX_UI = env_bool("SANDBOX_UI")
+
+# Rich messages (media, pre-chat forms). LiveChat's upload_file takes files up to 10 MB; larger
+# ones reach the agent as a note with their name and size.
+LIVECHAT_UPLOAD_MAX_BYTES = int(env_str("LIVECHAT_UPLOAD_MAX_BYTES", str(10 * 1024 * 1024)))
+# Fill in the LiveChat group's pre-chat form (one get_form call per chat start) when it has one.
+LIVECHAT_PRECHAT_FORM = env_bool("LIVECHAT_PRECHAT_FORM", True)
+# A video or audio LINE is still preparing (202) is asked for again with the worker's backoff for
+# this long after it arrived; then the agent gets a note instead. The user's later messages wait
+# behind it meanwhile, to keep their order.
+LINE_CONTENT_MAX_WAIT_SECONDS = env_float("LINE_CONTENT_MAX_WAIT_SECONDS", 300.0)
+# One download from LINE may take this long in all (the worker's lease is DELIVERY_LEASE_SECONDS).
+LINE_CONTENT_DOWNLOAD_SECONDS = env_float("LINE_CONTENT_DOWNLOAD_SECONDS", 30.0)

@@ -1,0 +1,1 @@
+from tests.fakes.line import *  # noqa: F403  (temporary: moving)

@@ -1,0 +1,1 @@
+from tests.fakes.livechat import *  # noqa: F403  (temporary: moving)
