@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from sessions_app.models import ChatSession, LiveChatCredential
@@ -55,15 +55,25 @@ def agent_access_token(*, force_refresh: bool = False) -> str:
     if credential and not force_refresh and _fresh(credential):
         return credential.access_token
     stale_token = credential.access_token if credential else ""
+    if credential is None:
+        # The row must exist before it can be locked: with none, concurrent first callers would
+        # each insert one and spend the same single-use seed token (all but one then refused).
+        try:
+            with transaction.atomic():
+                LiveChatCredential.objects.get_or_create(
+                    pk=1, defaults={"refresh_token": settings.LIVECHAT_REFRESH_TOKEN}
+                )
+        except IntegrityError:
+            pass
     # One refresher at a time: the refresh token is single-use, so two concurrent refreshes with
     # the same one would leave one process holding a revoked token.
     with transaction.atomic():
         credential = LiveChatCredential.objects.select_for_update().order_by("pk").first()
-        if credential is None:
-            credential = LiveChatCredential.objects.create(
-                refresh_token=settings.LIVECHAT_REFRESH_TOKEN
-            )
-        elif not credential.refresh_token:
+        if not credential.access_token and settings.LIVECHAT_REFRESH_TOKEN:
+            # Until a refresh has worked, the environment's seed is the one to try (an operator
+            # may have replaced a mistyped one).
+            credential.refresh_token = settings.LIVECHAT_REFRESH_TOKEN
+        if not credential.refresh_token:
             credential.refresh_token = settings.LIVECHAT_REFRESH_TOKEN
         if _fresh(credential) and credential.access_token != stale_token:
             return credential.access_token  # another process refreshed while we waited
