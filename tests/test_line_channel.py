@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.fakes.line import follow_event, redelivered, text_event, unfollow_event, unsend_event
 from sessions_app.models import ChatSession, InboundEvent, Message
 from tests.conftest import wait_until
-from tests.fakes.line import follow_event, redelivered, text_event, unfollow_event, unsend_event
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "line").glob("*.json"))
 USER = "U" + "1" * 32
@@ -149,7 +149,7 @@ def test_console_verify_with_no_events_answers_200(line):
 def test_wrong_or_missing_signature_stores_nothing(line, signature):
     body = json.dumps({"destination": "U0", "events": [text_event(USER, "forged")]}).encode()
     if signature is None:  # signed with another channel's secret
-        from tests.fakes.line import sign
+        from sandbox.fakes.line import sign
 
         signature = sign("another-secret", body)
     status, _ = line.post_events([], raw_body=body, signature=signature)

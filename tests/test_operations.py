@@ -18,6 +18,7 @@ from django.core.cache import cache
 from django.db import OperationalError
 from django.utils import timezone
 
+from sandbox.fakes.line import text_event
 from sessions_app import health
 from sessions_app.models import ChatSession, LiveChatCredential, Message
 from sessions_app.request_log import (
@@ -27,7 +28,6 @@ from sessions_app.request_log import (
     redact,
 )
 from tests.conftest import API_KEY, ROOT, BridgeAPI
-from tests.fakes.line import text_event
 
 # --- request ids ------------------------------------------------------------------------------
 
