@@ -399,26 +399,11 @@ class FakeLiveChat:
         visibility: str = "all",
         event_id: str | None = None,
     ) -> dict[str, Any]:
-        with self._lock:
-            chat = self._known_chat(chat_id)
-            thread = chat["threads"][-1]
-            if not thread["active"]:
-                raise RuntimeError(f"chat {chat_id} is inactive: an agent cannot write to it")
-            event = {
-                "id": event_id or self._next_event_id(thread["id"]),
-                "type": "message",
-                "text": text,
-                "visibility": visibility,
-                "created_at": _now_iso(),
-                "author_id": author_id,
-            }
-            thread["events"].append(event)
-            envelope = self.make_envelope(
-                "incoming_event",
-                {"chat_id": chat_id, "thread_id": thread["id"], "event": copy.deepcopy(event)},
-            )
-        self._deliver([envelope])
-        return envelope
+        return self._agent_event(
+            chat_id,
+            {"type": "message", "text": text, "visibility": visibility, "author_id": author_id},
+            event_id=event_id,
+        )
 
     def agent_sends_file(
         self,
@@ -432,24 +417,33 @@ class FakeLiveChat:
         author_id: str = "agent@example.com",
     ) -> dict[str, Any]:
         """An agent attaches a file in the agent app: a `file` event, posted as incoming_event."""
+        fields: dict[str, Any] = {
+            "type": "file",
+            "url": url,
+            "name": name,
+            "content_type": content_type,
+            "size": size,
+            "visibility": "all",
+            "author_id": author_id,
+        }
+        if thumbnail_url:
+            fields["thumbnail_url"] = thumbnail_url
+        return self._agent_event(chat_id, fields)
+
+    def _agent_event(
+        self, chat_id: str, fields: dict[str, Any], *, event_id: str | None = None
+    ) -> dict[str, Any]:
+        """Append an agent's event to the chat's active thread and post it as incoming_event."""
         with self._lock:
             chat = self._known_chat(chat_id)
             thread = chat["threads"][-1]
             if not thread["active"]:
                 raise RuntimeError(f"chat {chat_id} is inactive: an agent cannot write to it")
-            event: dict[str, Any] = {
-                "id": self._next_event_id(thread["id"]),
-                "type": "file",
-                "url": url,
-                "name": name,
-                "content_type": content_type,
-                "size": size,
-                "visibility": "all",
+            event = {
+                "id": event_id or self._next_event_id(thread["id"]),
+                **fields,
                 "created_at": _now_iso(),
-                "author_id": author_id,
             }
-            if thumbnail_url:
-                event["thumbnail_url"] = thumbnail_url
             thread["events"].append(event)
             envelope = self.make_envelope(
                 "incoming_event",
