@@ -355,11 +355,19 @@ class MessageAdmin(ReadOnlyAdmin):
 
 @admin.register(InboundEvent)
 class InboundEventAdmin(ReadOnlyAdmin):
-    list_display = ("received_at", "source", "event_type", "event_id", "outcome")
+    list_display = ("received_at", "source", "event_type", "event_id", "outcome", "applied_at")
     list_filter = ("source", "event_type", "outcome")
     search_fields = ("event_id",)
     date_hierarchy = "received_at"
-    fields = ("source", "event_id", "event_type", "outcome", "received_at", "payload_shown")
+    fields = (
+        "source",
+        "event_id",
+        "event_type",
+        "outcome",
+        "received_at",
+        "applied_at",
+        "payload_shown",
+    )
     readonly_fields = fields
 
     @admin.display(description="payload (credentials masked)")

@@ -195,15 +195,24 @@ def _record_failure(rows: Sequence[Message], token: str, exc: Exception) -> None
     )
 
 
-def run_once(routes: Iterable[str] = WORKER_ROUTES, limit: int = 8) -> int:
-    """Deliver what is due now, one mailbox at a time; returns how many sends were made."""
-    done = 0
-    for head in due_heads(routes, limit):
+def run_once(routes: Iterable[str] = WORKER_ROUTES, limit: int = 8, *, intake: bool = True) -> int:
+    """Apply what waits in the LINE inbox (when `intake`), then deliver what is due now, one
+    mailbox at a time; returns how many events were applied and sends made."""
+    done = relay.apply_line_inbox() if intake else 0
+    # The worker's threads (and other workers) read the same oldest heads at the same moment:
+    # each tries them in its own order, from a wider pick, so that they lease different
+    # mailboxes instead of losing the same compare-and-set to each other.
+    heads = due_heads(routes, limit * 4)
+    random.shuffle(heads)
+    sent = 0
+    for head in heads:
         token, rows = lease(head, CHANNELS[head.route].batch_size)
         if rows:
             deliver(rows, token)
-            done += 1
-    return done
+            sent += 1
+            if sent == limit:
+                break
+    return done + sent
 
 
 def run_until_idle(routes: Iterable[str] = WORKER_ROUTES, timeout: float = 10.0) -> int:
@@ -220,7 +229,9 @@ def run_until_idle(routes: Iterable[str] = WORKER_ROUTES, timeout: float = 10.0)
 
 def prune_inbound_events(days: int = 7) -> int:
     cutoff = timezone.now() - timedelta(days=days)
-    deleted, _ = InboundEvent.objects.filter(received_at__lt=cutoff).delete()
+    deleted, _ = InboundEvent.objects.filter(
+        received_at__lt=cutoff, applied_at__isnull=False
+    ).delete()
     return deleted
 
 
@@ -245,7 +256,8 @@ def _loop(stop: threading.Event, housekeeping: bool) -> None:
         while not stop.is_set():
             close_old_connections()
             try:
-                done = run_once(limit=4)
+                # One thread per worker applies the inbox: the others would only queue behind it.
+                done = run_once(limit=4, intake=housekeeping)
                 if housekeeping and time.monotonic() >= next_prune:
                     prune_inbound_events()
                     next_prune = time.monotonic() + 3600

@@ -15,7 +15,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
 from .livechat.tokens import missing_settings
-from .models import LiveChatCredential, Message
+from .models import InboundEvent, LiveChatCredential, Message
 
 
 def configuration_problems() -> dict[str, list[str]]:
@@ -86,6 +86,20 @@ def outbox() -> dict[str, Any]:
     }
 
 
+def inbox() -> dict[str, Any]:
+    """LINE events stored by the webhook that the worker has not applied yet."""
+    waiting = InboundEvent.objects.filter(applied_at__isnull=True).aggregate(
+        n=Count("id"), oldest=Min("received_at")
+    )
+    oldest = waiting["oldest"]
+    return {
+        "pending": waiting["n"],
+        "oldest_pending_seconds": (
+            max(int((timezone.now() - oldest).total_seconds()), 0) if oldest else None
+        ),
+    }
+
+
 def healthz(request: HttpRequest) -> JsonResponse:
     try:
         with connection.cursor() as cursor:
@@ -98,6 +112,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
         body["not_configured"] = {k: v for k, v in problems.items() if v}
         body["line"] = {"configured": not problems["line"]}
         body["livechat"] = {"configured": not problems["livechat"], **livechat_credentials()}
+        body["inbox"] = inbox()
         body["outbox"] = outbox()
     except DatabaseError as exc:
         # The database answers but not these queries (say, before the first migrate): report it

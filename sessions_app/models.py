@@ -134,7 +134,11 @@ class Message(models.Model):
 
 
 class InboundEvent(models.Model):
-    """A vendor event id we have accepted, so that a redelivery is recognised and ignored."""
+    """A vendor event we have accepted, once per vendor id, so that a redelivery is recognised
+    and ignored.
+
+    A LINE webhook only stores its events here (the inbox) and answers; the delivery worker then
+    applies each, oldest first, and sets `applied_at`. LiveChat's are applied as they arrive."""
 
     class Source(models.TextChoices):
         LINE = "line", "LINE"
@@ -148,11 +152,18 @@ class InboundEvent(models.Model):
     # What the bridge did with it: "relayed", or why it was only recorded.
     outcome = models.CharField(max_length=64, blank=True)
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # None while it waits in the inbox for the worker.
+    applied_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at"]
         constraints = [
             models.UniqueConstraint(fields=["source", "event_id"], name="inbound_event_unique")
+        ]
+        indexes = [
+            models.Index(
+                fields=["id"], condition=models.Q(applied_at__isnull=True), name="inbound_pending"
+            )
         ]
 
     def __str__(self) -> str:

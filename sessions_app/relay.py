@@ -12,14 +12,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from . import media
+from .group_commit import GroupWriteFailed, GroupWriter
 from .line import client as line_client
 from .line import errors as line_errors
 from .line.errors import LineError
-from .line.webhook import LineEvent
+from .line.webhook import LineEvent, event_from
 from .livechat.customer_api import CustomerChatAPI, filled_prechat_form
 from .livechat.errors import ChatInactive, LiveChatError, PermanentError
 from .livechat.tokens import SessionCustomer
@@ -73,6 +74,7 @@ def inbound_once(
                         event_type=event_type[:64],
                         payload=payload,
                         outcome=outcome[:64],
+                        applied_at=timezone.now(),
                     )
             except IntegrityError as exc:
                 raise _Duplicate from exc
@@ -125,7 +127,7 @@ def user_open_chat(
             session.chat_id = answer["chat_id"]
             session.thread_id = answer.get("thread_id", "")
     except LiveChatError as exc:
-        logger.warning("open chat failed line_id=%s error=%s", line_id, exc)
+        logger.warning("open chat failed session=%s error=%s", session.pk, exc)
         return False
     if session.state in (State.NEW, State.ENDED):
         session.state = State.OPEN
@@ -196,6 +198,9 @@ def _session_for_chat(event: LiveChatEvent) -> ChatSession | None:
     return session
 
 
+WEBHOOK_CREDENTIAL_KEYS = frozenset({"secret_key", "token"})
+
+
 def agent_event(event: LiveChatEvent) -> str:
     """Apply one LiveChat webhook; returns what was done, for the inbound event record."""
     source = InboundEvent.Source.LIVECHAT_LEGACY if event.legacy else InboundEvent.Source.LIVECHAT
@@ -203,7 +208,8 @@ def agent_event(event: LiveChatEvent) -> str:
         source=source,
         event_id=event.dedupe_id,
         event_type=event.action,
-        payload=event.raw,
+        # The webhook's credential is checked, not kept.
+        payload={k: v for k, v in event.raw.items() if k not in WEBHOOK_CREDENTIAL_KEYS},
         apply=lambda: _apply(event),
     )
 
@@ -345,6 +351,7 @@ def deliver_to_agent(message: Message) -> None:
         _create_customer(api, session)
     # Media is fetched from LINE and uploaded here, in the worker, never in the webhook.
     event = media.agent_event(message, api)
+    chat_id_before = session.chat_id
     if not session.chat_id:
         answer = _start_chat(api, session, events=[event])
         session.chat_id = answer["chat_id"]
@@ -356,14 +363,30 @@ def deliver_to_agent(message: Message) -> None:
             answer = api.resume_chat(
                 chat_id=session.chat_id, events=[event], group_id=settings.LIVECHAT_GROUP_ID
             )
-    if answer.get("thread_id") != session.thread_id or session.state in (State.NEW, State.ENDED):
-        session.thread_id = answer.get("thread_id") or session.thread_id
-        session.state = State.OPEN
-    session.save(update_fields=["chat_id", "thread_id", "state", "updated_at"])
+    _record_chat(session, chat_id_before, answer.get("thread_id") or session.thread_id)
     message.livechat_chat_id = session.chat_id
     message.livechat_thread_id = session.thread_id
     # The user's event is the last of the initial events (a filled pre-chat form comes first).
     message.livechat_event_id = (answer.get("event_ids") or [""])[-1]
+
+
+def _record_chat(session: ChatSession, chat_id_before: str, thread_id: str) -> None:
+    """Keep the chat and thread a message went to. Written only when they changed, and the state
+    only from new or ended: an `incoming_chat` webhook may have just said queued or with-agent."""
+    updates: dict[str, Any] = {}
+    if session.chat_id != chat_id_before:
+        updates["chat_id"] = session.chat_id
+    if thread_id != session.thread_id:
+        updates["thread_id"] = session.thread_id = thread_id
+    if not updates and session.state not in (State.NEW, State.ENDED):
+        return
+    now = timezone.now()
+    if updates:
+        ChatSession.objects.filter(pk=session.pk).update(**updates, updated_at=now)
+    if ChatSession.objects.filter(pk=session.pk, state__in=[State.NEW, State.ENDED]).update(
+        state=State.OPEN, updated_at=now
+    ):
+        session.state = State.OPEN
 
 
 def _create_customer(api: CustomerChatAPI, session: ChatSession) -> None:
@@ -495,21 +518,88 @@ def _fill_in_profile(session: ChatSession) -> None:
     session.save(update_fields=["display_name", "picture_url", "language", "updated_at"])
 
 
-# --- LINE: the webhook's events (cheap, local) ------------------------------------------------
+# --- LINE: the webhook's events -------------------------------------------------------------
 
 
-def line_events(events: Sequence[LineEvent]) -> list[str]:
-    """Store what a LINE webhook delivery says, each event once; returns what was done."""
-    return [
-        inbound_once(
+def _insert_inbound(rows: list[InboundEvent]) -> None:
+    # A redelivered event (same webhookEventId) is skipped by the database, in the same statement.
+    InboundEvent.objects.bulk_create(rows, ignore_conflicts=True)
+
+
+_line_inbox: GroupWriter[InboundEvent] = GroupWriter(_insert_inbound)
+
+
+def accept_line_events(events: Sequence[LineEvent]) -> None:
+    """Store a LINE webhook delivery's events in the inbox, each event once; durable when this
+    returns. Only this runs while LINE waits for the answer: the worker applies them."""
+    rows = [
+        InboundEvent(
             source=InboundEvent.Source.LINE,
-            event_id=event.event_id or f"digest:{hash_payload(event.raw)}",
-            event_type=event.type,
+            event_id=(event.event_id or f"digest:{hash_payload(event.raw)}")[:128],
+            event_type=event.type[:64],
             payload=event.raw,
-            apply=lambda event=event: _apply_line(event),
         )
         for event in events
     ]
+    try:
+        _line_inbox.submit(rows)
+    except GroupWriteFailed as exc:  # the write another request made for these rows failed
+        raise DatabaseError(str(exc)) from exc
+
+
+def apply_line_inbox(limit: int = 20) -> int:
+    """Apply up to `limit` LINE events waiting in the inbox, oldest first, in one transaction;
+    returns how many were applied.
+
+    The transaction holds the events it takes (row locks on Postgres, the write lock on SQLite),
+    so with several workers an event is applied once, and no event overtakes an older one of the
+    same user. `limit` bounds how long that hold keeps a webhook's insert waiting."""
+    try:
+        with transaction.atomic():
+            batch = _inbox_head(limit)
+            for record in batch:
+                record.outcome = _apply_line(event_from(record.payload))[:64]
+                record.applied_at = timezone.now()
+            InboundEvent.objects.bulk_update(batch, ["outcome", "applied_at"])
+            return len(batch)
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the loop waits and the events stay in the inbox
+    except Exception:
+        logger.warning("applying LINE events together failed; applying them one by one")
+    # One event the bridge cannot apply (a bug) must not hold every later one back: alone, each
+    # is applied or parked with its error.
+    applied = 0
+    for _ in range(limit):
+        record: InboundEvent | None = None
+        try:
+            with transaction.atomic():
+                batch = _inbox_head(1)
+                if not batch:
+                    break
+                record = batch[0]
+                outcome = _apply_line(event_from(record.payload))
+                InboundEvent.objects.filter(pk=record.pk).update(
+                    outcome=outcome[:64], applied_at=timezone.now()
+                )
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception as exc:
+            if record is None:
+                raise
+            logger.exception("applying a LINE event failed event=%s", record.event_id)
+            InboundEvent.objects.filter(pk=record.pk, applied_at__isnull=True).update(
+                outcome=f"error: {type(exc).__name__}"[:64], applied_at=timezone.now()
+            )
+        applied += 1
+    return applied
+
+
+def _inbox_head(limit: int) -> list[InboundEvent]:
+    return list(
+        InboundEvent.objects.select_for_update()
+        .filter(source=InboundEvent.Source.LINE, applied_at__isnull=True)
+        .order_by("id")[:limit]
+    )
 
 
 def hash_payload(raw: dict[str, Any]) -> str:

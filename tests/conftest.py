@@ -17,7 +17,7 @@ from django.db import connection
 from sandbox.fakes.line import FakeLine
 from sandbox.fakes.livechat import FakeLiveChat
 from sessions_app import delivery
-from sessions_app.models import Message
+from sessions_app.models import InboundEvent, Message
 
 API_KEY = "test-bridge-api-key"
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +86,11 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, step: flo
 
 
 def pending(routes=delivery.WORKER_ROUTES) -> int:
-    return Message.objects.filter(status=Message.Status.PENDING, route__in=routes).count()
+    """Rows waiting for the worker, and LINE events it has not applied yet."""
+    return (
+        Message.objects.filter(status=Message.Status.PENDING, route__in=routes).count()
+        + InboundEvent.objects.filter(applied_at__isnull=True).count()
+    )
 
 
 @pytest.fixture

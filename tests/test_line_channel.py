@@ -186,6 +186,7 @@ def test_group_room_and_standby_events_are_recorded_not_relayed(line, livechat, 
     group = text_event(USER, "in a group", source={"type": "group", "groupId": "C" + "0" * 32})
     standby = text_event(USER, "standby", mode="standby")
     assert line.post_events([group, standby])[0] == 200
+    drain()
     assert not Message.objects.exists()
     outcomes = set(InboundEvent.objects.values_list("outcome", flat=True))
     assert outcomes == {"ignored: group source", "ignored: standby"}
@@ -339,3 +340,30 @@ def test_follow_without_greeting_sends_nothing(line, livechat, drain):
     line.post_events([follow_event(USER)])
     drain()
     assert not line.calls_to("/v2/bot/message")
+
+
+def test_the_webhook_only_stores_the_events_and_the_worker_applies_them(line, livechat, drain):
+    status, _ = line.post_events([text_event(USER, "first"), text_event(USER, "second")])
+    assert status == 200
+    # Acknowledged means stored: the events wait in the inbox, nothing else was written yet.
+    waiting = InboundEvent.objects.filter(source="line", applied_at__isnull=True)
+    assert waiting.count() == 2 and not Message.objects.exists()
+    drain()
+    assert not waiting.exists()
+    assert set(InboundEvent.objects.values_list("outcome", flat=True)) == {"relayed"}
+    assert chat_texts(livechat, session_of()) == ["first", "second"]
+
+
+def test_an_event_the_bridge_cannot_apply_is_parked_and_later_ones_still_go(line, livechat, drain):
+    # A message event whose `message` is a string, not an object: the bridge cannot read it.
+    broken = text_event(USER, "x", message=None)
+    broken["message"] = "not an object"
+    broken["type"] = "postback"
+    broken["postback"] = "not an object either"
+    line.post_events([text_event(USER, "before")])
+    line.post_events([broken])
+    line.post_events([text_event(USER, "after")])
+    drain()
+    assert chat_texts(livechat, session_of()) == ["before", "after"]
+    parked = InboundEvent.objects.get(event_id=broken["webhookEventId"])
+    assert parked.applied_at is not None and parked.outcome.startswith("error: ")

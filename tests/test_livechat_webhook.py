@@ -124,7 +124,9 @@ def test_events_of_unknown_chats_are_recorded_not_failed(live_server, livechat):
         )
     )
     assert status == 200
-    assert InboundEvent.objects.get().outcome == "unknown chat"
+    record = InboundEvent.objects.get()
+    assert record.outcome == "unknown chat" and record.applied_at is not None
+    assert "secret_key" not in record.payload  # checked, never kept
     assert not Message.objects.exists()
 
 
@@ -141,6 +143,7 @@ def test_legacy_v2_payloads_are_accepted_with_the_secret_as_token(
     record = InboundEvent.objects.get()
     assert record.source == InboundEvent.Source.LIVECHAT_LEGACY
     assert record.event_type == event_type
+    assert "token" not in record.payload
 
     body["token"] = "f791db42"  # the seed's own token: an old credential, not ours
     body["event_unique_id"] = "other"

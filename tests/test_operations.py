@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from sandbox.fakes.line import text_event
 from sessions_app import health
-from sessions_app.models import ChatSession, LiveChatCredential, Message
+from sessions_app.models import ChatSession, InboundEvent, LiveChatCredential, Message
 from sessions_app.request_log import (
     LogfmtFormatter,
     RequestIDFilter,
@@ -222,7 +222,21 @@ def test_healthz_reports_credentials_configuration_and_outbox(client, settings, 
     assert outbox["oldest_pending_seconds"]["line_push"] is None
     assert outbox["failed"] == {"livechat": 1, "line_push": 1, "api_pull": 0}
     assert outbox["failed_total"] == 2
+    assert body["inbox"] == {"pending": 0, "oldest_pending_seconds": None}
     assert "dal:access" not in response.content.decode()
+
+
+def test_healthz_shows_line_events_the_worker_has_not_applied(client, db):
+    for age, applied in ((300, False), (30, False), (900, True)):
+        InboundEvent.objects.create(
+            source=InboundEvent.Source.LINE,
+            event_id=f"E{age}",
+            received_at=timezone.now() - timedelta(seconds=age),
+            applied_at=timezone.now() if applied else None,
+        )
+    inbox = client.get("/healthz").json()["inbox"]
+    assert inbox["pending"] == 2
+    assert 299 <= inbox["oldest_pending_seconds"] <= 305
 
 
 def test_healthz_livechat_credentials_states(client, settings, db):

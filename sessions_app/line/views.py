@@ -1,10 +1,12 @@
-"""POST /line/webhook: verify, store, answer; LINE waits 2 s at most, so no vendor is called."""
+"""POST /line/webhook: verify, store in the inbox, answer. LINE waits 2 s at most, so no vendor is
+called and nothing but the inbox is written; the delivery worker applies the events."""
 
 from __future__ import annotations
 
 import logging
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -33,6 +35,11 @@ def line_webhook(request: HttpRequest) -> JsonResponse:
         _, events = webhook.parse(request.body)
     except webhook.InvalidBody as exc:
         return JsonResponse({"error": str(exc)}, status=400)
-    outcomes = relay.line_events(events)
-    logger.info("line webhook events=%d outcomes=%s", len(events), outcomes)
+    try:
+        relay.accept_line_events(events)
+    except DatabaseError:
+        # Not stored, so not acknowledged: LINE redelivers it (when redelivery is on).
+        logger.exception("line webhook not stored events=%d", len(events))
+        return JsonResponse({"error": "the events could not be stored; retry"}, status=503)
+    logger.info("line webhook stored events=%d", len(events))
     return JsonResponse({})

@@ -127,13 +127,14 @@ def parse(body: bytes) -> tuple[str, list[LineEvent]]:
         raise InvalidBody("malformed JSON") from exc
     if not isinstance(data, dict) or not isinstance(data.get("events"), list):
         raise InvalidBody("`events` must be a list")
-    events = [_event(raw) for raw in data["events"] if isinstance(raw, dict)]
+    events = [event_from(raw) for raw in data["events"] if isinstance(raw, dict)]
     # LINE promises no order across deliveries; within one, order by when they happened.
     events.sort(key=lambda e: e.timestamp)
     return str(data.get("destination", "")), events
 
 
-def _event(raw: dict[str, Any]) -> LineEvent:
+def event_from(raw: dict[str, Any]) -> LineEvent:
+    """One event of a webhook body (as LINE sent it, or as the inbox kept it)."""
     source = raw.get("source") if isinstance(raw.get("source"), dict) else {}
     message = raw.get("message") if isinstance(raw.get("message"), dict) else {}
     timestamp = raw.get("timestamp")
