@@ -523,6 +523,10 @@ def _fill_in_profile(session: ChatSession) -> None:
 
 def _insert_inbound(rows: list[InboundEvent]) -> None:
     # A redelivered event (same webhookEventId) is skipped by the database, in the same statement.
+    # It must commit on its own: every request that shared this write is told its events are
+    # stored once this returns, which an enclosing transaction could still undo.
+    if transaction.get_connection().in_atomic_block:
+        raise RuntimeError("the LINE inbox is written outside any transaction")
     InboundEvent.objects.bulk_create(rows, ignore_conflicts=True)
 
 
