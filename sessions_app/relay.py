@@ -527,10 +527,10 @@ def _insert_inbound(rows: list[InboundEvent]) -> None:
     # stored once this returns, which an enclosing transaction could still undo.
     if transaction.get_connection().in_atomic_block:
         raise RuntimeError("the LINE inbox is written outside any transaction")
-    InboundEvent.objects.bulk_create(rows, ignore_conflicts=True)
+    InboundEvent.objects.insert_new(rows)
 
 
-_line_inbox: GroupWriter[InboundEvent] = GroupWriter(_insert_inbound)
+_line_inbox: GroupWriter[InboundEvent] = GroupWriter(_insert_inbound, max_batch=100)
 
 
 def accept_line_events(events: Sequence[LineEvent]) -> None:
