@@ -14,8 +14,7 @@ from typing import Any, Protocol
 from django.conf import settings
 
 from . import http
-from .errors import AuthenticationError, MisdirectedRequest
-from .tokens import agent_access_token, region_of
+from .tokens import agent_access_token, auth_headers
 
 
 class ConfigurationCredentials(Protocol):
@@ -28,15 +27,6 @@ class ConfigurationCredentials(Protocol):
     def headers(self, *, renew: bool = False) -> dict[str, str]:
         """Authorization (and X-Region) headers; `renew` asks for a fresh token after a refusal."""
         ...
-
-
-def _auth_headers(authorization: str, token: str) -> dict[str, str]:
-    headers = {"Authorization": authorization}
-    # Tokens start with their region (`dal:`, `fra:`); naming it saves a misdirected round trip.
-    region = region_of(token)
-    if region:
-        headers["X-Region"] = region
-    return headers
 
 
 @dataclass(frozen=True)
@@ -54,7 +44,7 @@ class PersonalAccessToken:
 
     def headers(self, *, renew: bool = False) -> dict[str, str]:
         pair = base64.b64encode(f"{self.account_id}:{self.token}".encode()).decode()
-        return _auth_headers(f"Basic {pair}", self.token)
+        return auth_headers(f"Basic {pair}", self.token)
 
 
 class AgentOAuthToken:
@@ -65,7 +55,7 @@ class AgentOAuthToken:
         # A token can be revoked before its expiry (the 25-token cap, a reconnect elsewhere), so a
         # refusal is worth one forced refresh.
         token = agent_access_token(force_refresh=renew)
-        return _auth_headers(f"Bearer {token}", token)
+        return auth_headers(f"Bearer {token}", token)
 
 
 def default_credentials() -> ConfigurationCredentials:
@@ -83,25 +73,13 @@ class ConfigurationAPI:
 
     def call(self, method: str, body: dict[str, Any] | None = None) -> Any:
         """Call one method: a refused token is renewed once, a region redirect followed once."""
-        url = (
-            f"{settings.LIVECHAT_API_BASE_URL.rstrip('/')}/v{settings.LIVECHAT_API_VERSION}"
-            f"/configuration/action/{method}"
+        return http.call_action(
+            "configuration",
+            method,
+            headers_for=lambda renew: self.credentials.headers(renew=renew),
+            renewable=self.credentials.renewable,
+            json=body or {},
         )
-        headers = self.credentials.headers()
-        renewed = redirected = False
-        while True:
-            try:
-                return http.post(url, json=body or {}, headers=headers)
-            except AuthenticationError:
-                if renewed or not self.credentials.renewable:
-                    raise
-                renewed = True
-                headers = self.credentials.headers(renew=True)
-            except MisdirectedRequest as exc:
-                if redirected or not exc.data.get("region"):
-                    raise
-                redirected = True
-                headers = {**headers, "X-Region": str(exc.data["region"])}
 
     # --- webhooks -------------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ from typing import Any, Protocol
 from django.conf import settings
 
 from . import http
-from .errors import AuthenticationError, LiveChatError, MisdirectedRequest
-from .tokens import region_of
+from .errors import LiveChatError
+from .tokens import auth_headers
 
 
 class CustomerCredentials(Protocol):
@@ -24,33 +24,18 @@ class CustomerChatAPI:
 
     def call(self, method: str, body: dict[str, Any] | None = None, **post_kwargs: Any) -> Any:
         """Call one method: a refused token is renewed once, a region redirect followed once."""
-        url = (
-            f"{settings.LIVECHAT_API_BASE_URL.rstrip('/')}/v{settings.LIVECHAT_API_VERSION}"
-            f"/customer/action/{method}"
+
+        def headers_for(renew: bool) -> dict[str, str]:
+            token = self.credentials.renew() if renew else self.credentials.token()
+            return auth_headers(f"Bearer {token}", token)
+
+        return http.call_action(
+            "customer",
+            method,
+            headers_for=headers_for,
+            params={"organization_id": settings.LIVECHAT_ORGANIZATION_ID},
+            **(post_kwargs or {"json": body or {}}),
         )
-        params = {"organization_id": settings.LIVECHAT_ORGANIZATION_ID}
-        token = self.credentials.token()
-        region = region_of(token)
-        renewed = redirected = False
-        while True:
-            headers = {"Authorization": f"Bearer {token}"}
-            if region:
-                headers["X-Region"] = region
-            try:
-                if post_kwargs:
-                    return http.post(url, params=params, headers=headers, **post_kwargs)
-                return http.post(url, json=body or {}, params=params, headers=headers)
-            except AuthenticationError:
-                if renewed:
-                    raise
-                renewed = True
-                token = self.credentials.renew()
-                region = region_of(token)
-            except MisdirectedRequest as exc:
-                if redirected or not exc.data.get("region"):
-                    raise
-                redirected = True
-                region = str(exc.data["region"])
 
     def start_chat(
         self,

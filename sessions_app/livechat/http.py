@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import requests
 from django.conf import settings
 
-from .errors import LiveChatError, OutcomeUnknown, RetryableError, error_from_response
+from .errors import (
+    AuthenticationError,
+    LiveChatError,
+    MisdirectedRequest,
+    OutcomeUnknown,
+    RetryableError,
+    error_from_response,
+)
 
 logger = logging.getLogger(__name__)
 _local = threading.local()
@@ -72,6 +80,38 @@ def post(
     if not isinstance(body, dict | list):
         raise LiveChatError("unexpected answer", status=response.status_code)
     return body
+
+
+def call_action(
+    api: str,
+    method: str,
+    *,
+    headers_for: Callable[[bool], dict[str, str]],
+    renewable: bool = True,
+    **post_kwargs: Any,
+) -> Any:
+    """POST one Web API action (`api` is `customer` or `configuration`): a refused token is
+    renewed once when `renewable`, a region redirect followed once. `headers_for(renew)` gives
+    the Authorization and X-Region headers, from a fresh token when `renew`."""
+    url = (
+        f"{settings.LIVECHAT_API_BASE_URL.rstrip('/')}/v{settings.LIVECHAT_API_VERSION}"
+        f"/{api}/action/{method}"
+    )
+    headers = headers_for(False)
+    renewed = redirected = False
+    while True:
+        try:
+            return post(url, headers=headers, **post_kwargs)
+        except AuthenticationError:
+            if renewed or not renewable:
+                raise
+            renewed = True
+            headers = headers_for(True)
+        except MisdirectedRequest as exc:
+            if redirected or not exc.data.get("region"):
+                raise
+            redirected = True
+            headers = {**headers, "X-Region": str(exc.data["region"])}
 
 
 def _never_sent(exc: requests.ConnectionError) -> bool:
