@@ -15,19 +15,18 @@ from django.db import transaction
 
 from sessions_app.models import LiveChatCredential
 
-from . import http
 from .configuration_api import AgentOAuthToken, ConfigurationAPI
 from .errors import AuthenticationError, LiveChatError, NotConfigured, PermanentError
-from .tokens import accounts_url, agent_access_token, missing_settings, store_agent_tokens
+from .tokens import (
+    agent_access_token,
+    client_settings_missing,
+    missing_settings,
+    store_agent_tokens,
+    token_grant,
+)
 
 # Minting customer tokens needs this scope, and only a license administrator can grant it.
 CUSTOMER_SCOPE = "customers:own"
-
-
-def client_settings_missing() -> list[str]:
-    """The settings without which no token grant can even be asked for."""
-    names = ("LIVECHAT_CLIENT_ID", "LIVECHAT_CLIENT_SECRET")
-    return [name for name in names if not getattr(settings, name)]
 
 
 def new_state() -> str:
@@ -84,14 +83,7 @@ def _grant(fields: dict[str, str]) -> Connection:
     missing = client_settings_missing()
     if missing:
         raise NotConfigured(f"LiveChat is not configured: set {', '.join(missing)}")
-    answer = http.post(
-        accounts_url("/v2/token"),
-        data={
-            **fields,
-            "client_id": settings.LIVECHAT_CLIENT_ID,
-            "client_secret": settings.LIVECHAT_CLIENT_SECRET,
-        },
-    )
+    answer = token_grant(fields)
     if not isinstance(answer, dict) or not answer.get("access_token"):
         raise PermanentError("the accounts service answered without an access token")
     # The HTTP call stays outside the transaction: only the write is locked, so a delivery

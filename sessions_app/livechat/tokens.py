@@ -22,10 +22,17 @@ AGENT_TOKEN_MARGIN = timedelta(minutes=5)
 CUSTOMER_TOKEN_MARGIN = timedelta(minutes=10)
 
 
+def client_settings_missing() -> list[str]:
+    """The settings without which no token grant can even be asked for."""
+    names = ("LIVECHAT_CLIENT_ID", "LIVECHAT_CLIENT_SECRET")
+    return [name for name in names if not getattr(settings, name)]
+
+
 def missing_settings() -> list[str]:
     """The LiveChat settings without which no chat can be started."""
-    names = ["LIVECHAT_CLIENT_ID", "LIVECHAT_CLIENT_SECRET", "LIVECHAT_ORGANIZATION_ID"]
-    missing = [name for name in names if not getattr(settings, name)]
+    missing = client_settings_missing()
+    if not settings.LIVECHAT_ORGANIZATION_ID:
+        missing.append("LIVECHAT_ORGANIZATION_ID")
     if not settings.LIVECHAT_REFRESH_TOKEN and not _stored_refresh_token():
         missing.append("LIVECHAT_REFRESH_TOKEN")
     return missing
@@ -79,25 +86,31 @@ def agent_access_token(*, force_refresh: bool = False) -> str:
     # the same one would leave one process holding a revoked token.
     with transaction.atomic():
         credential = LiveChatCredential.objects.select_for_update().order_by("pk").first()
-        if not credential.access_token and settings.LIVECHAT_REFRESH_TOKEN:
-            # Until a refresh has worked, the environment's seed is the one to try (an operator
-            # may have replaced a mistyped one).
-            credential.refresh_token = settings.LIVECHAT_REFRESH_TOKEN
-        if not credential.refresh_token:
+        # The environment's seed when none is stored, and, until a refresh has worked, over the
+        # stored one (an operator may have replaced a mistyped seed).
+        if settings.LIVECHAT_REFRESH_TOKEN and not (
+            credential.access_token and credential.refresh_token
+        ):
             credential.refresh_token = settings.LIVECHAT_REFRESH_TOKEN
         if _fresh(credential) and credential.access_token != stale_token:
             return credential.access_token  # another process refreshed while we waited
-        answer = http.post(
-            accounts_url("/v2/token"),
-            data={
-                "grant_type": "refresh_token",
-                "refresh_token": credential.refresh_token,
-                "client_id": settings.LIVECHAT_CLIENT_ID,
-                "client_secret": settings.LIVECHAT_CLIENT_SECRET,
-            },
+        answer = token_grant(
+            {"grant_type": "refresh_token", "refresh_token": credential.refresh_token}
         )
         store_agent_tokens(credential, answer)
         return credential.access_token
+
+
+def token_grant(fields: dict[str, str]) -> dict:
+    """Ask the accounts service for agent tokens, as the bridge's Developer Console app."""
+    return http.post(
+        accounts_url("/v2/token"),
+        data={
+            **fields,
+            "client_id": settings.LIVECHAT_CLIENT_ID,
+            "client_secret": settings.LIVECHAT_CLIENT_SECRET,
+        },
+    )
 
 
 def store_agent_tokens(credential: LiveChatCredential, answer: dict) -> None:
