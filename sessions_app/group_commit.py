@@ -5,13 +5,17 @@ makes the commit the limit: on Postgres each waits for its WAL flush, on SQLite 
 lock. Here the first request to arrive becomes the leader: it writes what every other request
 queued meanwhile in one transaction, and each request returns once the commit holding its rows is
 done, or raises if that commit failed. There is no thread of its own, so nothing needs starting
-after gunicorn forks, and a lone request is written at once, as it would be without this."""
+after gunicorn forks, and a lone request is written at once, as it would be without this.
+
+Each waiting request sleeps on a lock of its own and is woken once: when its rows are written, or
+when it is its turn to lead. (A shared condition would wake every waiter at every commit, and
+each would take the GIL only to sleep again.)"""
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -21,66 +25,68 @@ class GroupWriteFailed(Exception):
     """The write that held these rows failed: nothing of them was committed."""
 
 
-@dataclass(eq=False)
 class _Entry(Generic[T]):
-    items: Sequence[T]
-    done: bool = False
-    error: BaseException | None = None
-    size: int = field(init=False)
+    __slots__ = ("done", "error", "items", "size", "wake")
 
-    def __post_init__(self) -> None:
-        self.size = len(self.items)
+    def __init__(self, items: Sequence[T]) -> None:
+        self.items = items
+        self.size = len(items)
+        self.done = False
+        self.error: BaseException | None = None
+        self.wake: threading.Lock | None = None
 
 
 class GroupWriter(Generic[T]):
     """`submit(items)` blocks until `write` has committed them, together with whatever other
-    threads submitted at the same time (at most `max_batch` items per write, whole submissions)."""
+    threads submitted at the same time (at most `max_batch` items per write, whole submissions,
+    oldest first)."""
 
     def __init__(self, write: Callable[[list[T]], None], *, max_batch: int = 200) -> None:
         self._write = write
         self._max_batch = max_batch
-        self._cond = threading.Condition()
-        self._queue: list[_Entry[T]] = []
+        self._lock = threading.Lock()
+        self._queue: deque[_Entry[T]] = deque()
         self._writing = False
 
     def submit(self, items: Sequence[T]) -> None:
         if not items:
             return
-        entry = _Entry(items)
-        with self._cond:
-            self._queue.append(entry)
-        while True:
-            with self._cond:
-                while self._writing and not entry.done:
-                    self._cond.wait()
-                if entry.done:
-                    if entry.error is not None:
-                        raise GroupWriteFailed(str(entry.error)) from entry.error
-                    return
+        entry: _Entry[T] = _Entry(items)
+        with self._lock:
+            if self._writing:
+                entry.wake = threading.Lock()
+                entry.wake.acquire()
+                self._queue.append(entry)
+            else:
                 self._writing = True
-                batch = self._take()
-            error: BaseException | None = None
-            try:
-                self._write([item for queued in batch for item in queued.items])
-            except BaseException as exc:  # every waiter must hear of it, whatever it was
-                error = exc
-            with self._cond:
-                self._writing = False
-                for queued in batch:
-                    queued.done = True
-                    queued.error = error
-                self._cond.notify_all()
-            # A long queue may not have reached this request's own rows yet: lead again.
+        if entry.wake is not None:
+            entry.wake.acquire()  # released once: written, or this entry's turn to lead
             if entry.done:
-                if error is not None:
-                    raise error
+                if entry.error is not None:
+                    raise GroupWriteFailed(str(entry.error)) from entry.error
                 return
+        self._lead(entry)
 
-    def _take(self) -> list[_Entry[T]]:
-        """The oldest submissions that fit in one write (always at least one)."""
-        batch, count = [], 0
-        while self._queue and (not batch or count + self._queue[0].size <= self._max_batch):
-            entry = self._queue.pop(0)
-            batch.append(entry)
-            count += entry.size
-        return batch
+    def _lead(self, entry: _Entry[T]) -> None:
+        """Write `entry` and the oldest queued submissions that fit with it, then hand over."""
+        with self._lock:
+            batch, count = [entry], entry.size
+            while self._queue and count + self._queue[0].size <= self._max_batch:
+                queued = self._queue.popleft()
+                batch.append(queued)
+                count += queued.size
+        error: BaseException | None = None
+        try:
+            self._write([item for queued in batch for item in queued.items])
+        except BaseException as exc:  # every waiter must hear of it, whatever it was
+            error = exc
+            raise
+        finally:
+            with self._lock:
+                for queued in batch[1:]:
+                    queued.done, queued.error = True, error
+                    queued.wake.release()
+                if self._queue:
+                    self._queue.popleft().wake.release()  # the oldest waiter leads next
+                else:
+                    self._writing = False
