@@ -4,9 +4,8 @@ ids for deduplication, and the LiveChat credentials that rotate on every refresh
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 
-from django.db import connections, models
+from django.db import models
 from django.utils import timezone
 
 
@@ -134,42 +133,6 @@ class Message(models.Model):
         return f"bridge-{self.retry_key}"
 
 
-class InboundEventManager(models.Manager["InboundEvent"]):
-    # Bound parameters per statement stay under SQLite's oldest limit (999).
-    INSERT_CHUNK = 100
-
-    def insert_new(self, events: Sequence[InboundEvent]) -> None:
-        """Store `events`, skipping any whose (source, event_id) is already stored, with one
-        `INSERT … ON CONFLICT DO NOTHING` per 100 that commits by itself.
-
-        This is bulk_create(ignore_conflicts=True) without the transaction it wraps around the
-        insert (BEGIN IMMEDIATE on SQLite, a BEGIN and a COMMIT round trip on Postgres): on the
-        LINE webhook's path that wrapper halved the deliveries a web process could take."""
-        connection = connections[self.db]
-        meta = self.model._meta
-        fields = [
-            meta.get_field(name)
-            for name in ("source", "event_id", "event_type", "payload", "outcome", "received_at")
-        ]
-        quote = connection.ops.quote_name
-        columns = ", ".join(quote(field.column) for field in fields)
-        placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
-        for start in range(0, len(events), self.INSERT_CHUNK):
-            chunk = events[start : start + self.INSERT_CHUNK]
-            params = [
-                field.get_db_prep_save(field.pre_save(event, add=True), connection)
-                for event in chunk
-                for field in fields
-            ]
-            # Only names from the model and placeholders are formatted in; values are bound.
-            sql = (
-                f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
-                f"VALUES {', '.join([placeholders] * len(chunk))} ON CONFLICT DO NOTHING"
-            )
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-
-
 class InboundEvent(models.Model):
     """A vendor event we have accepted, once per vendor id, so that a redelivery is recognised
     and ignored.
@@ -191,8 +154,6 @@ class InboundEvent(models.Model):
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
     # None while it waits in the inbox for the worker.
     applied_at = models.DateTimeField(null=True, blank=True)
-
-    objects = InboundEventManager()
 
     class Meta:
         ordering = ["-received_at"]

@@ -4,19 +4,16 @@ functions (cheap, local, inside one transaction); the delivery worker calls `del
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from . import media
-from .group_commit import GroupWriteFailed, GroupWriter
 from .line import client as line_client
 from .line import errors as line_errors
 from .line.errors import LineError
@@ -521,36 +518,6 @@ def _fill_in_profile(session: ChatSession) -> None:
 # --- LINE: the webhook's events -------------------------------------------------------------
 
 
-def _insert_inbound(rows: list[InboundEvent]) -> None:
-    # A redelivered event (same webhookEventId) is skipped by the database, in the same statement.
-    # It must commit on its own: every request that shared this write is told its events are
-    # stored once this returns, which an enclosing transaction could still undo.
-    if transaction.get_connection().in_atomic_block:
-        raise RuntimeError("the LINE inbox is written outside any transaction")
-    InboundEvent.objects.insert_new(rows)
-
-
-_line_inbox: GroupWriter[InboundEvent] = GroupWriter(_insert_inbound, max_batch=100)
-
-
-def accept_line_events(events: Sequence[LineEvent]) -> None:
-    """Store a LINE webhook delivery's events in the inbox, each event once; durable when this
-    returns. Only this runs while LINE waits for the answer: the worker applies them."""
-    rows = [
-        InboundEvent(
-            source=InboundEvent.Source.LINE,
-            event_id=(event.event_id or f"digest:{hash_payload(event.raw)}")[:128],
-            event_type=event.type[:64],
-            payload=event.raw,
-        )
-        for event in events
-    ]
-    try:
-        _line_inbox.submit(rows)
-    except GroupWriteFailed as exc:  # the write another request made for these rows failed
-        raise DatabaseError(str(exc)) from exc
-
-
 def apply_line_inbox(limit: int = 10) -> int:
     """Apply up to `limit` LINE events waiting in the inbox, oldest first, in one transaction;
     returns how many were applied.
@@ -608,10 +575,6 @@ def _line_inbox_waiting():  # -> QuerySet[InboundEvent]
 
 def _inbox_head(limit: int) -> list[InboundEvent]:
     return list(_line_inbox_waiting().select_for_update().order_by("id")[:limit])
-
-
-def hash_payload(raw: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:40]
 
 
 def _apply_line(event: LineEvent) -> str:

@@ -367,24 +367,3 @@ def test_an_event_the_bridge_cannot_apply_is_parked_and_later_ones_still_go(line
     assert chat_texts(livechat, session_of()) == ["before", "after"]
     parked = InboundEvent.objects.get(event_id=broken["webhookEventId"])
     assert parked.applied_at is not None and parked.outcome.startswith("error: ")
-
-
-def test_the_inbox_insert_keeps_each_event_once_with_its_payload(db):
-    event = text_event(USER, "héllo 👋")
-    rows = [
-        InboundEvent(
-            source="line", event_id=event["webhookEventId"], event_type="message", payload=event
-        )
-        for _ in range(2)
-    ]
-    InboundEvent.objects.insert_new(rows)  # a duplicate within one statement
-    InboundEvent.objects.insert_new(rows[:1])  # and against a stored row
-    stored = InboundEvent.objects.get()
-    assert stored.payload == event and stored.applied_at is None
-    assert abs((stored.received_at - rows[0].received_at).total_seconds()) < 1e-3
-    many = [
-        InboundEvent(source="line", event_id=f"E{i}", event_type="message", payload={"i": i})
-        for i in range(250)
-    ]
-    InboundEvent.objects.insert_new(many)  # more than one statement's worth
-    assert InboundEvent.objects.filter(event_id__startswith="E").count() == 250

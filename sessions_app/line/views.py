@@ -11,7 +11,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from sessions_app import relay
+from sessions_app import inbox
 
 from . import webhook
 
@@ -36,7 +36,7 @@ def line_webhook(request: HttpRequest) -> JsonResponse:
     except webhook.InvalidBody as exc:
         return JsonResponse({"error": str(exc)}, status=400)
     try:
-        relay.accept_line_events(events)
+        inbox.accept_line_events(events)
     except DatabaseError:
         # Not stored, so not acknowledged: LINE redelivers it (when redelivery is on).
         logger.exception("line webhook not stored events=%d", len(events))
