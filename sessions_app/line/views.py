@@ -8,18 +8,16 @@ import logging
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 
 from sessions_app import inbox
+from sessions_app.vendor_webhooks import vendor_webhook
 
 from . import webhook
 
 logger = logging.getLogger(__name__)
 
 
-@csrf_exempt
-@require_POST
+@vendor_webhook
 def line_webhook(request: HttpRequest) -> JsonResponse:
     if not settings.LINE_CHANNEL_SECRET:
         logger.error("line webhook refused: LINE_CHANNEL_SECRET is not configured")

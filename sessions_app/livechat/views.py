@@ -7,18 +7,16 @@ import logging
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 
 from sessions_app import relay
+from sessions_app.vendor_webhooks import vendor_webhook
 
 from . import webhooks
 
 logger = logging.getLogger(__name__)
 
 
-@csrf_exempt
-@require_POST
+@vendor_webhook
 def livechat_webhook(request: HttpRequest) -> JsonResponse:
     try:
         body = json.loads(request.body)
