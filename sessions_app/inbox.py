@@ -116,22 +116,16 @@ class InboxConnection:
 
     def _insert(self, wrapper: BaseDatabaseWrapper, rows: Sequence[NewEvent]) -> None:
         wrapper.ensure_connection()
-        fields = InboundEvent._meta
-        payload_field = fields.get_field("payload")
-        received_at = fields.get_field("received_at").get_db_prep_save(timezone.now(), wrapper)
+        field = InboundEvent._meta.get_field("received_at")
+        received_at = field.get_db_prep_save(timezone.now(), wrapper)
         source = InboundEvent.Source.LINE.value
         for start in range(0, len(rows), INSERT_CHUNK):
             chunk = rows[start : start + INSERT_CHUNK]
             params: list[Any] = []
             for event_id, event_type, payload in chunk:
-                params += (
-                    source,
-                    event_id,
-                    event_type,
-                    payload_field.get_db_prep_save(payload, wrapper),
-                    "",
-                    received_at,
-                )
+                # JSON text, which SQLite keeps as it is and Postgres casts to jsonb: what
+                # JSONField would bind, without the driver's JSON adapter.
+                params += (source, event_id, event_type, json.dumps(payload), "", received_at)
             with wrapper.wrap_database_errors, closing(wrapper.connection.cursor()) as cursor:
                 cursor.execute(self._statement(wrapper, len(chunk)), params)
 
