@@ -9,8 +9,16 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
-from sandbox.fakes.line import follow_event, redelivered, text_event, unfollow_event, unsend_event
+from sandbox.fakes.line import (
+    follow_event,
+    redelivered,
+    sign,
+    text_event,
+    unfollow_event,
+    unsend_event,
+)
 from sessions_app.models import ChatSession, InboundEvent, Message
 from tests.conftest import wait_until
 
@@ -145,12 +153,35 @@ def test_console_verify_with_no_events_answers_200(line):
     assert not InboundEvent.objects.exists()
 
 
+def test_the_webhook_answers_with_the_request_id_and_no_browser_state(line):
+    body = json.dumps({"destination": "U0", "events": [text_event(USER, "hi")]}).encode()
+    answer = requests.post(
+        line.webhook_url,
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "X-Line-Signature": sign(line.channel_secret, body),
+            "X-Request-ID": "line-delivery-7",
+        },
+        timeout=10,
+    )
+    assert answer.status_code == 200 and answer.json() == {}
+    # The id Heroku's router logged, for operators to follow the delivery; a length, not chunks.
+    assert answer.headers["X-Request-ID"] == "line-delivery-7"
+    assert answer.headers["Content-Length"] == str(len(answer.content))
+    assert "Set-Cookie" not in answer.headers
+    assert InboundEvent.objects.filter(source="line").count() == 1
+
+
+def test_the_webhook_takes_only_post(line):
+    assert requests.get(line.webhook_url, timeout=10).status_code == 405
+    assert not InboundEvent.objects.exists()
+
+
 @pytest.mark.parametrize("signature", ["", "bm90IGEgc2lnbmF0dXJl", None])
 def test_wrong_or_missing_signature_stores_nothing(line, signature):
     body = json.dumps({"destination": "U0", "events": [text_event(USER, "forged")]}).encode()
     if signature is None:  # signed with another channel's secret
-        from sandbox.fakes.line import sign
-
         signature = sign("another-secret", body)
     status, _ = line.post_events([], raw_body=body, signature=signature)
     assert status in (400, 403)
