@@ -62,9 +62,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so that every log line of a request (redirects included) carries its id.
     "sessions_app.request_log.RequestIDMiddleware",
-    "django.middleware.security.SecurityMiddleware",
     # LINE's and LiveChat's webhooks are answered here, without the browser middleware below.
     "sessions_app.vendor_webhooks.VendorWebhookMiddleware",
+    "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

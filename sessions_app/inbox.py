@@ -12,8 +12,9 @@ the driver than the rest of the bridge, for reasons measured with bench/ (see it
   pings a persistent connection before each request's first query (`CONN_HEALTH_CHECKS`): on
   Postgres, a round trip per webhook. Here the insert is its own check: it is idempotent, so a
   write that failed on a connection that had gone away is made again, once, on a new one.
-- The statement goes to the DB-API cursor as it is, its values bound by the driver: Django's cursor
-  wrapper and the ORM's per-field preparation cost as much CPU again as SQLite's own insert.
+- The statement goes to the DB-API cursor as it is, its values bound by the driver (on Postgres,
+  by the server): Django's cursor wrapper and the ORM's per-field preparation cost as much CPU
+  again as SQLite's own insert.
 """
 
 from __future__ import annotations
@@ -107,9 +108,13 @@ class InboxConnection:
         if self._wrapper is None or self._pid != os.getpid():
             # Never the parent's after a fork: its socket or file handle is not ours to use.
             settings_dict = dict(connections[self.alias].settings_dict)
-            wrapper = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(
-                settings_dict, self.alias
-            )
+            if settings_dict["ENGINE"] == "django.db.backends.postgresql":
+                # Values bound by the server, not quoted into the SQL by psycopg in Python; no
+                # prepared statements, which a transaction-mode PgBouncer would lose.
+                options = {**settings_dict["OPTIONS"], "server_side_binding": True}
+                settings_dict["OPTIONS"] = {**options, "prepare_threshold": None}
+            backend = load_backend(settings_dict["ENGINE"])
+            wrapper = backend.DatabaseWrapper(settings_dict, self.alias)
             wrapper.inc_thread_sharing()  # each write may come from another request thread
             self._wrapper, self._pid, self._statements = wrapper, os.getpid(), {}
         return self._wrapper
