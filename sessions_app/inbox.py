@@ -61,6 +61,8 @@ def event_key(event: LineEvent) -> str:
 def accept_line_events(events: Sequence[LineEvent]) -> None:
     """Store a LINE webhook delivery's events in the inbox, each event once; durable when this
     returns, or DatabaseError."""
+    if not events:
+        return  # LINE's console "Verify" sends none
     if transaction.get_connection().in_atomic_block:
         # The rows would commit on their own, whatever became of the caller's transaction (and on
         # SQLite wait for the write lock that transaction holds).

@@ -18,7 +18,7 @@ from django.core.cache import cache
 from django.db import OperationalError
 from django.utils import timezone
 
-from sandbox.fakes.line import text_event
+from sandbox.fakes.line import sign, text_event
 from sessions_app import health
 from sessions_app.models import ChatSession, InboundEvent, LiveChatCredential, Message
 from sessions_app.request_log import (
@@ -369,3 +369,19 @@ def test_app_json_matches_the_procfile_and_the_settings():
     for name, spec in env.items():
         assert f'"{name}"' in settings_text, f"{name} is read nowhere"
         assert spec.get("description"), name
+
+
+def test_the_https_redirect_is_for_browsers_not_for_the_vendor_webhooks(client, settings, db):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.LINE_CHANNEL_SECRET = "line-secret"
+    assert client.get("/admin/").status_code == 301
+    # A webhook sent over plain HTTP is answered: a 301 would reach LINE after the body had
+    # crossed the network anyway, and LINE does not resend a redirected POST.
+    body = json.dumps({"destination": "U0", "events": []}).encode()
+    answer = client.post(
+        "/line/webhook",
+        body,
+        content_type="application/json",
+        headers={"X-Line-Signature": sign("line-secret", body)},
+    )
+    assert answer.status_code == 200
