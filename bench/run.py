@@ -794,7 +794,7 @@ class Bench:
             ),
             Row("throughput ratio bridge / bare", f"{self.ratio:.2f}", "≥ 0.60", None),
             Row(
-                "throughput ratio, median of the rounds' own (information)",
+                "median of each round's own bridge / bare ratio (information)",
                 f"{self.paired_ratio:.2f}",
                 "",
                 None,
