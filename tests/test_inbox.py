@@ -3,6 +3,10 @@ database cannot take it."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
+
 import pytest
 from django.db import connection, transaction
 
@@ -90,3 +94,43 @@ def test_a_delivery_the_database_cannot_store_is_a_503_and_its_redelivery_goes_o
     chat = livechat.chats[ChatSession.objects.get(line_id=USER).chat_id]
     texts = [e["text"] for t in chat["threads"] for e in t["events"] if e["type"] == "message"]
     assert texts == ["are you there?"]
+
+
+def hold_sqlite_write_lock() -> sqlite3.Connection:
+    """What a worker transaction applying the inbox holds: SQLite's one write lock."""
+    other = sqlite3.connect(
+        connection.settings_dict["NAME"], isolation_level=None, check_same_thread=False
+    )
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+@pytest.mark.skipif("connection.vendor != 'sqlite'", reason="SQLite's one write lock")
+def test_a_delivery_waits_for_the_sqlite_write_lock_then_is_stored(line):
+    other = hold_sqlite_write_lock()
+    threading.Timer(0.3, other.rollback).start()
+    started = time.monotonic()
+    status, _ = line.post_events([text_event(USER, "waited")])
+    assert status == 200 and time.monotonic() - started >= 0.3
+    assert InboundEvent.objects.get().payload["message"]["text"] == "waited"
+
+
+@pytest.mark.skipif("connection.vendor != 'sqlite'", reason="SQLite's one write lock")
+def test_a_delivery_locked_out_past_the_timeout_is_a_503_and_its_redelivery_is_stored(
+    line, monkeypatch
+):
+    options = {**connection.settings_dict["OPTIONS"], "timeout": 0.2}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    inbox_connection.close()  # the next write connects with these settings
+    event = text_event(USER, "locked out")
+    other = hold_sqlite_write_lock()
+    try:
+        started = time.monotonic()
+        status, _ = line.post_events([event])
+        waited = time.monotonic() - started
+    finally:
+        other.rollback()
+        inbox_connection.close()
+    assert status == 503 and 0.2 <= waited < 2
+    assert line.post_events([redelivered(event)])[0] == 200
+    assert InboundEvent.objects.get().event_id == event["webhookEventId"]
