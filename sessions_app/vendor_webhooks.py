@@ -3,7 +3,7 @@
 LINE and LiveChat POST JSON, server to server, and read nothing of the answer but its status. The
 HTTPS redirect and security headers (SecurityMiddleware), static files, sessions, CSRF, the
 signed-in user, messages and frame options protect or serve browsers; on the LINE webhook they
-cost about a fifth of a delivery's CPU (measured with bench/). A redirect would not help a
+cost a sixth to a fifth of a delivery's CPU (measured with bench/). A redirect would not help a
 webhook sent over plain HTTP either: its body has already crossed the network, and Django's 301
 is not followed with a POST. So `VendorWebhookMiddleware` sits in MIDDLEWARE right after the
 request id and answers the views marked `@vendor_webhook` itself; every other request goes down
