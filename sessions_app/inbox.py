@@ -123,11 +123,14 @@ class InboxConnection:
                 options = settings_dict["OPTIONS"]
                 self._lock_wait = float(options.get("timeout", 5))
                 settings_dict["OPTIONS"] = {**options, "timeout": LOCK_POLL_SECONDS}
-            if settings_dict["ENGINE"] == "django.db.backends.postgresql":
+            elif settings_dict["ENGINE"] == "django.db.backends.postgresql":
                 # Values bound by the server, not quoted into the SQL by psycopg in Python; no
                 # prepared statements, which a transaction-mode PgBouncer would lose.
-                options = {**settings_dict["OPTIONS"], "server_side_binding": True}
-                settings_dict["OPTIONS"] = {**options, "prepare_threshold": None}
+                settings_dict["OPTIONS"] = {
+                    **settings_dict["OPTIONS"],
+                    "server_side_binding": True,
+                    "prepare_threshold": None,
+                }
             backend = load_backend(settings_dict["ENGINE"])
             wrapper = backend.DatabaseWrapper(settings_dict, self.alias)
             wrapper.inc_thread_sharing()  # each write may come from another request thread
