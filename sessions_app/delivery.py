@@ -73,12 +73,14 @@ def due_heads(routes: Iterable[str], limit: int) -> list[Message]:
 
 
 def lease(head: Message, batch_size: int) -> tuple[str, list[Message]]:
-    """Take the head row (and up to batch_size-1 rows queued behind it); ([], "") if another
+    """Take the head row (and up to batch_size-1 rows queued behind it); ("", []) if another
     worker was first."""
     now = timezone.now()
     token = uuid.uuid4().hex
     taken = (
-        Message.objects.filter(pk=head.pk, status=Status.PENDING)
+        # Due again, not only unleased: `head` may have been read before another worker tried the
+        # row and scheduled its backoff.
+        Message.objects.filter(pk=head.pk, status=Status.PENDING, next_attempt_at__lte=now)
         .filter(_lease_free(now))
         .update(
             leased_until=now + timedelta(seconds=settings.DELIVERY_LEASE_SECONDS),

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from django.utils import timezone
 
 from sessions_app import delivery
 from sessions_app.models import ChatSession, Message
@@ -99,6 +100,25 @@ def test_worker_killed_mid_send_leaves_nothing_stuck(api, livechat, session, wor
     )
     time.sleep(0.5)
     assert chat_texts(livechat, session).count("in flight") == 1
+
+
+def test_a_worker_late_with_a_head_keeps_the_backoff_another_worker_set(api, livechat, session):
+    livechat.fail("send_event", status=503, error_type="service_unavailable", times=1)
+    api.call("/send", {"line_id": "U1", "message": "backing off"})
+    # Worker A reads the due head, then stalls; meanwhile worker B tries it and LiveChat says 503.
+    [stale_head] = delivery.due_heads(delivery.WORKER_ROUTES, limit=8)
+    delivery.run_once()
+    row = Message.objects.get(body="backing off")
+    assert row.status == Message.Status.PENDING and row.next_attempt_at > timezone.now()
+    calls = len(livechat.calls_to("send_event"))
+
+    # A goes on: the row is not due, so A must not take it (nor retry LiveChat at once).
+    assert delivery.lease(stale_head, batch_size=1) == ("", [])
+    row.refresh_from_db()
+    assert row.attempts == 1 and row.leased_until is None
+    delivery.run_once()
+    assert len(livechat.calls_to("send_event")) == calls
+    assert chat_texts(livechat, session) == []
 
 
 def test_two_workers_never_send_a_row_twice(api, livechat, drain):
