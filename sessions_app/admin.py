@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from .livechat.tokens import refused
 from .models import ChatSession, InboundEvent, LiveChatCredential, Message
 
 logger = logging.getLogger(__name__)
@@ -384,6 +385,7 @@ class LiveChatCredentialAdmin(ReadOnlyAdmin):
         "organization_id",
         "access_token_expires_at",
         "has_refresh_token",
+        "refresh_token_refused",
         "updated_at",
     )
     fields = (
@@ -392,6 +394,7 @@ class LiveChatCredentialAdmin(ReadOnlyAdmin):
         "access_token_expires_at",
         "has_access_token",
         "has_refresh_token",
+        "refresh_token_refused",
         "updated_at",
     )
     readonly_fields = fields
@@ -403,3 +406,7 @@ class LiveChatCredentialAdmin(ReadOnlyAdmin):
     @admin.display(description="refresh token", boolean=True)
     def has_refresh_token(self, credential: LiveChatCredential) -> bool:
         return bool(credential.refresh_token)
+
+    @admin.display(description="refused by LiveChat (connect again)", boolean=True)
+    def refresh_token_refused(self, credential: LiveChatCredential) -> bool:
+        return refused(credential)

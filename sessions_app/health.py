@@ -14,7 +14,7 @@ from django.db.models import Count, Min
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
-from .livechat.tokens import missing_settings
+from .livechat.tokens import missing_settings, refused
 from .models import InboundEvent, LiveChatCredential, Message
 
 
@@ -33,12 +33,15 @@ def configuration_problems() -> dict[str, list[str]]:
 def livechat_credentials() -> dict[str, Any]:
     """Whether the bridge holds what it needs to call LiveChat as the agent, from what is stored:
     `access_token` (a stored agent token, not expired), `refresh_token` (one can be fetched),
-    or `missing`. A refresh token LiveChat has revoked still says `refresh_token`: only a call
-    would tell, and the health check makes none."""
+    `refused` (LiveChat refused the refresh token when the bridge last offered it: connect again)
+    or `missing`. A refresh token revoked since the last refresh still says `refresh_token`: only
+    a call would tell, and the health check makes none."""
     credential = LiveChatCredential.objects.order_by("pk").first()
     now = timezone.now()
     expires = credential.access_token_expires_at if credential else None
-    if credential and credential.access_token and expires and expires > now:
+    if credential and refused(credential):
+        state = "refused"
+    elif credential and credential.access_token and expires and expires > now:
         state = "access_token"
     elif (credential and credential.refresh_token) or settings.LIVECHAT_REFRESH_TOKEN:
         state = "refresh_token"
@@ -48,7 +51,8 @@ def livechat_credentials() -> dict[str, Any]:
     return {
         "credentials": state,
         # The token service needs the app's id and secret as well as a token (tokens.py).
-        "usable": state != "missing" and all(getattr(settings, n) for n in app_settings),
+        "usable": state not in ("missing", "refused")
+        and all(getattr(settings, n) for n in app_settings),
         "access_token_expires_in": int((expires - now).total_seconds())
         if state == "access_token"
         else None,

@@ -3,11 +3,14 @@ or duplicates one."""
 
 from __future__ import annotations
 
+import io
 import signal
 import threading
 import time
 
 import pytest
+import requests
+from django.core.management import call_command
 from django.utils import timezone
 
 from sessions_app import delivery
@@ -158,3 +161,37 @@ def test_two_worker_processes_never_send_a_row_twice(api, livechat, worker_proce
     wait_until(lambda: not Message.objects.filter(status=Message.Status.PENDING).exists(), 30)
     assert chat_texts(livechat, session) == [f"m{i}" for i in range(20)]
     assert len(livechat.calls_to("send_event")) == 20
+
+
+def test_a_revoked_refresh_token_holds_messages_until_livechat_is_connected_again(
+    api, livechat, session, live_server
+):
+    api.call("/send", {"line_id": "U1", "message": "before"})
+    delivery.run_once()
+    # An administrator revokes the app's access (or another deployment spent the refresh token):
+    # every token the bridge holds is dead and its refresh token is refused.
+    livechat.expire_tokens()
+    livechat.valid_refresh_token = "not-the-bridges"
+    api.call("/send", {"line_id": "U1", "message": "while disconnected"})
+    api.call("/send", {"line_id": "U1", "message": "after that"})
+    for _ in range(3):
+        delivery.run_once()
+        Message.objects.filter(status=Message.Status.PENDING).update(next_attempt_at=timezone.now())
+    waiting = Message.objects.get(body="while disconnected")
+    assert waiting.status == Message.Status.PENDING
+    assert "connect" in waiting.last_error and "refused" in waiting.last_error
+    # The refused token is asked for once, not at every attempt.
+    assert len([c for c in livechat.calls_to("token") if c.status != 200]) == 1
+    health = requests.get(f"{live_server.url}/healthz", timeout=5).json()["livechat"]
+    assert health["credentials"] == "refused" and health["usable"] is False
+
+    livechat.valid_refresh_token = "granted-again"
+    call_command("livechat_connect", "--refresh-token", "granted-again", stdout=io.StringIO())
+    wait_until(lambda: delivery.run_once() == 0 and not pending_rows(), 10)
+    assert chat_texts(livechat, session) == ["before", "while disconnected", "after that"]
+    health = requests.get(f"{live_server.url}/healthz", timeout=5).json()["livechat"]
+    assert health["credentials"] == "access_token" and health["usable"] is True
+
+
+def pending_rows() -> bool:
+    return Message.objects.filter(status=Message.Status.PENDING).exists()

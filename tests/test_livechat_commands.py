@@ -181,7 +181,10 @@ def test_status_fails_when_the_refresh_token_is_refused(livechat, settings):
     message = fails("livechat_connect", "--status")
 
     assert "cannot mint LiveChat customer tokens" in message
-    assert "refresh token was refused" in message
+    assert "refused the bridge's refresh token" in message and "livechat_connect" in message
+    # Asked once: the refused token is not offered to LiveChat again.
+    assert "refused the bridge's refresh token" in fails("livechat_connect", "--status")
+    assert [call.status for call in livechat.calls_to("token")] == [400]
 
 
 def test_status_fails_when_nothing_is_configured(livechat, settings):

@@ -38,6 +38,11 @@ class NotConfigured(LiveChatError):
     retryable = True  # an operator may add them; messages wait rather than fail
 
 
+class Disconnected(NotConfigured):
+    """LiveChat refused the bridge's refresh token: it needs connecting again (README,
+    "Connecting LiveChat"). Messages wait for that rather than fail."""
+
+
 class RetryableError(LiveChatError):
     """Outage, rate limit or timeout: the same call may succeed later."""
 

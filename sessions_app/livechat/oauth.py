@@ -16,7 +16,13 @@ from django.db import transaction
 from sessions_app.models import LiveChatCredential
 
 from .configuration_api import AgentOAuthToken, ConfigurationAPI
-from .errors import AuthenticationError, LiveChatError, NotConfigured, PermanentError
+from .errors import (
+    AuthenticationError,
+    Disconnected,
+    LiveChatError,
+    NotConfigured,
+    PermanentError,
+)
 from .tokens import (
     agent_access_token,
     client_settings_missing,
@@ -155,6 +161,8 @@ def connection_status() -> Status:
         )
     try:
         agent_access_token()
+    except Disconnected as exc:
+        return Status(ok=False, lines=[], problems=[str(exc)])
     except LiveChatError as exc:
         if exc.retryable:
             problem = f"LiveChat's accounts service could not be reached: {exc}"

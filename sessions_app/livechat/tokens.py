@@ -15,7 +15,7 @@ from django.utils import timezone
 from sessions_app.models import ChatSession, LiveChatCredential
 
 from . import http
-from .errors import AuthenticationError, NotConfigured
+from .errors import AuthenticationError, Disconnected, NotConfigured, PermanentError
 
 # Renew ahead of expiry so that a token never dies between our check and LiveChat's.
 AGENT_TOKEN_MARGIN = timedelta(minutes=5)
@@ -86,19 +86,52 @@ def agent_access_token(*, force_refresh: bool = False) -> str:
     # the same one would leave one process holding a revoked token.
     with transaction.atomic():
         credential = LiveChatCredential.objects.select_for_update().order_by("pk").first()
-        # The environment's seed when none is stored, and, until a refresh has worked, over the
-        # stored one (an operator may have replaced a mistyped seed).
-        if settings.LIVECHAT_REFRESH_TOKEN and not (
-            credential.access_token and credential.refresh_token
-        ):
-            credential.refresh_token = settings.LIVECHAT_REFRESH_TOKEN
         if _fresh(credential) and credential.access_token != stale_token:
             return credential.access_token  # another process refreshed while we waited
-        answer = token_grant(
-            {"grant_type": "refresh_token", "refresh_token": credential.refresh_token}
-        )
-        store_agent_tokens(credential, answer)
-        return credential.access_token
+        credential.refresh_token = refresh_token_to_offer(credential)
+        if refused(credential):
+            raise Disconnected(DISCONNECTED)
+        try:
+            answer = token_grant(
+                {"grant_type": "refresh_token", "refresh_token": credential.refresh_token}
+            )
+        except PermanentError as exc:
+            if exc.error_type != "invalid_grant":
+                raise  # e.g. the app's id or secret: a settings change retries at once
+            # Kept (the transaction commits) so that no other attempt spends a call on it. The
+            # access token was due or refused too: no longer offered, but kept, since it also
+            # says a refresh once worked (see refresh_token_to_offer).
+            credential.refused_refresh_token = credential.refresh_token
+            credential.access_token_expires_at = None
+            credential.save()
+            refusal = exc
+        else:
+            store_agent_tokens(credential, answer)
+            return credential.access_token
+    raise Disconnected(f"{DISCONNECTED} ({refusal})") from refusal
+
+
+DISCONNECTED = (
+    "LiveChat refused the bridge's refresh token (revoked, or spent by another deployment), so "
+    "the bridge needs connecting again (/livechat/connect or manage.py livechat_connect); "
+    "messages wait until then"
+)
+
+
+def refresh_token_to_offer(credential: LiveChatCredential) -> str:
+    """The environment's seed when none is stored, and, until a refresh has worked, over the
+    stored one (an operator may have replaced a mistyped or refused seed)."""
+    if settings.LIVECHAT_REFRESH_TOKEN and not (
+        credential.access_token and credential.refresh_token
+    ):
+        return settings.LIVECHAT_REFRESH_TOKEN
+    return credential.refresh_token
+
+
+def refused(credential: LiveChatCredential) -> bool:
+    """Is the refresh token the bridge would offer one LiveChat has already refused?"""
+    token = refresh_token_to_offer(credential)
+    return bool(token) and token == credential.refused_refresh_token
 
 
 def token_grant(fields: dict[str, str]) -> dict:
@@ -117,6 +150,7 @@ def store_agent_tokens(credential: LiveChatCredential, answer: dict) -> None:
     """Keep what the accounts service answered to a token grant."""
     credential.access_token = answer["access_token"]
     credential.refresh_token = answer.get("refresh_token") or credential.refresh_token
+    credential.refused_refresh_token = ""
     credential.access_token_expires_at = timezone.now() + timedelta(
         seconds=int(answer.get("expires_in", 28800))
     )
