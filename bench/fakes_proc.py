@@ -1,4 +1,4 @@
-"""The fake LINE and LiveChat servers of sandbox/fakes, run in a child process of their own so that
+"""The fake LINE and LiveChat servers of tests/fakes, run in a child process of their own so that
 their Python work (and GIL) is not shared with the load generator; the benchmark asks them what
 they saw through a pipe."""
 
@@ -94,10 +94,10 @@ def serve(conn: Connection) -> None:
     # Ctrl-C reaches the whole process group: the benchmark, not this child, decides when to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.path.insert(0, str(ROOT))
-    from sandbox.fakes import line as line_module
-    from sandbox.fakes import livechat as livechat_module
-    from sandbox.fakes.line import FakeLine
-    from sandbox.fakes.livechat import FakeLiveChat
+    from tests.fakes import line as line_module
+    from tests.fakes import livechat as livechat_module
+    from tests.fakes.line import FakeLine
+    from tests.fakes.livechat import FakeLiveChat
 
     # The fakes write an answer's headers and its body in two send()s. With Nagle's algorithm on
     # (socketserver's default), the body waits for the client's delayed ACK of the headers: ~40 ms

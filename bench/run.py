@@ -3,7 +3,7 @@
     python bench/run.py [--database sqlite|postgres] [--rate 200] [--seconds 10] [--users 50]
                         [--out bench/results/sqlite.md]
 
-Starts the fake LINE and LiveChat servers (sandbox/fakes, in a child process of their own), the
+Starts the fake LINE and LiveChat servers (tests/fakes, in a child process of their own), the
 bridge under gunicorn with gunicorn.conf.py, `manage.py deliver`, and a bare Django view under the
 same gunicorn settings; then measures, in order:
 
@@ -48,7 +48,7 @@ import fakes_proc  # noqa: E402
 import loadgen  # noqa: E402
 from procs import Processes, Sampler, postgres_seconds, system_busy_seconds  # noqa: E402
 
-from sandbox.fakes.line import DEFAULT_DESTINATION, sign, text_event  # noqa: E402
+from tests.fakes.line import DEFAULT_DESTINATION, sign, text_event  # noqa: E402
 
 HOST = "127.0.0.1"
 API_KEY = "bench-bridge-api-key"

@@ -15,9 +15,9 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
 from sessions_app.models import ChatSession, Message
+from tests.fakes.line import text_event
 
 from . import runtime
-from .fakes.line import text_event
 
 # A 1x1 PNG, so that an image the user sends has real content to download.
 SAMPLE_PNG = bytes.fromhex(

@@ -14,10 +14,10 @@ import pytest
 import requests
 from django.db import connection
 
-from sandbox.fakes.line import FakeLine
-from sandbox.fakes.livechat import FakeLiveChat
 from sessions_app import delivery
 from sessions_app.models import InboundEvent, Message
+from tests.fakes.line import FakeLine
+from tests.fakes.livechat import FakeLiveChat
 
 API_KEY = "test-bridge-api-key"
 ROOT = Path(__file__).resolve().parent.parent

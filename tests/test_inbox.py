@@ -10,10 +10,10 @@ import time
 import pytest
 from django.db import connection, transaction
 
-from sandbox.fakes.line import redelivered, text_event
 from sessions_app.inbox import accept_line_events, inbox_connection
 from sessions_app.line.webhook import event_from
 from sessions_app.models import ChatSession, InboundEvent
+from tests.fakes.line import redelivered, text_event
 
 USER = "U" + "2" * 32
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from sandbox.fakes.line import (
+from sessions_app.models import ChatSession, InboundEvent, Message
+from tests.conftest import wait_until
+from tests.fakes.line import (
     follow_event,
     redelivered,
     sign,
@@ -19,8 +21,6 @@ from sandbox.fakes.line import (
     unfollow_event,
     unsend_event,
 )
-from sessions_app.models import ChatSession, InboundEvent, Message
-from tests.conftest import wait_until
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "line").glob("*.json"))
 USER = "U" + "1" * 32

@@ -15,9 +15,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from sandbox.fakes import livechat as fake_livechat
 from sessions_app.models import LiveChatCredential
 from tests.conftest import ROOT, database_url
+from tests.fakes import livechat as fake_livechat
 
 ACCOUNT_ID = "pat-account-id"
 PAT = "dal:personal-access-token"

@@ -18,7 +18,6 @@ from django.core.cache import cache
 from django.db import OperationalError
 from django.utils import timezone
 
-from sandbox.fakes.line import sign, text_event
 from sessions_app import health
 from sessions_app.models import ChatSession, InboundEvent, LiveChatCredential, Message
 from sessions_app.request_log import (
@@ -28,6 +27,7 @@ from sessions_app.request_log import (
     redact,
 )
 from tests.conftest import API_KEY, ROOT, BridgeAPI
+from tests.fakes.line import sign, text_event
 
 # --- request ids ------------------------------------------------------------------------------
 

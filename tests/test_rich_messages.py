@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from sandbox.fakes.line import image_event, new_webhook_event_id, text_event
 from sessions_app.models import ChatSession, Message
 from sessions_app.notices import notice_text
+from tests.fakes.line import image_event, new_webhook_event_id, text_event
 
 FIXTURES = Path(__file__).parent / "fixtures" / "line"
 USER = "U" + "2" * 32

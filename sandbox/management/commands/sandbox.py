@@ -113,8 +113,8 @@ class Command(BaseCommand):
 
     def _run(self, port: int, bridge_port: int) -> None:
         from sandbox import runtime
-        from sandbox.fakes.line import FakeLine
-        from sandbox.fakes.livechat import FakeLiveChat
+        from tests.fakes.line import FakeLine
+        from tests.fakes.livechat import FakeLiveChat
 
         env = os.environ
         line = FakeLine(
