@@ -950,11 +950,7 @@ class FakeLiveChat:
         chat_in = _object(body.get("chat"), "chat")
         group_ids = self._check_group_ids(_object(chat_in.get("access"), "chat.access"), [0])
         properties = _object(chat_in.get("properties"), "chat.properties")
-        events = _object(chat_in.get("thread"), "chat.thread").get("events") or []
-        if not isinstance(events, list):
-            raise _validation("`chat.thread.events` must be a list")
-        for i, event in enumerate(events):
-            self._check_event(event, f"chat.thread.events[{i}]")
+        events = self._thread_events(chat_in)
         active = body.get("active", True) is not False
         self._check_groups_online(group_ids, body, active)
         thread = self._new_thread(active)
@@ -972,6 +968,14 @@ class FakeLiveChat:
         self._echo_events(envelopes, chat, thread)
         return {"chat_id": chat["id"], "thread_id": thread["id"], "event_ids": event_ids}
 
+    def _thread_events(self, chat_in: dict[str, Any]) -> list:
+        events = _object(chat_in.get("thread"), "chat.thread").get("events") or []
+        if not isinstance(events, list):
+            raise _validation("`chat.thread.events` must be a list")
+        for i, event in enumerate(events):
+            self._check_event(event, f"chat.thread.events[{i}]")
+        return events
+
     def _check_groups_online(
         self, group_ids: list[int], body: dict[str, Any], active: bool
     ) -> None:
@@ -988,11 +992,7 @@ class FakeLiveChat:
             raise _validation("Chat is already active")
         access = _object(chat_in.get("access"), "chat.access")
         group_ids = self._check_group_ids(access, chat["group_ids"])
-        events = _object(chat_in.get("thread"), "chat.thread").get("events") or []
-        if not isinstance(events, list):
-            raise _validation("`chat.thread.events` must be a list")
-        for i, event in enumerate(events):
-            self._check_event(event, f"chat.thread.events[{i}]")
+        events = self._thread_events(chat_in)
         active = body.get("active", True) is not False
         self._check_groups_online(group_ids, body, active)
         chat["group_ids"] = group_ids
