@@ -161,9 +161,10 @@ def _release(rows: Sequence[Message], token: str) -> None:
 
 def backoff_seconds(attempts: int) -> float:
     """Exponential, capped, with jitter so that a recovering vendor is not hit all at once."""
-    ceiling = min(
-        settings.DELIVERY_BACKOFF_MAX, settings.DELIVERY_BACKOFF_BASE * (2 ** max(attempts - 1, 0))
-    )
+    # The exponent is capped: a row may wait through thousands of attempts (LiveChat
+    # disconnected for days), and 2.0 * 2**1024 is an OverflowError, not a long delay.
+    doublings = min(max(attempts - 1, 0), 32)
+    ceiling = min(settings.DELIVERY_BACKOFF_MAX, settings.DELIVERY_BACKOFF_BASE * 2**doublings)
     return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
 
 

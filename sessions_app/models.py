@@ -177,9 +177,10 @@ class LiveChatCredential(models.Model):
     access_token = models.TextField(blank=True)
     access_token_expires_at = models.DateTimeField(null=True, blank=True)
     refresh_token = models.TextField(blank=True)
-    # The last refresh token LiveChat refused (revoked, or spent elsewhere): it is not offered
-    # again, so the bridge waits for a new one instead of asking at every delivery attempt.
-    refused_refresh_token = models.TextField(blank=True)
+    # The last refresh token LiveChat refused (revoked, or spent elsewhere), as a digest with the
+    # app's id (tokens.grant_fingerprint): it is not offered again, so the bridge waits for a new
+    # one instead of asking at every delivery attempt.
+    refused_grant = models.CharField(max_length=64, blank=True)
     account_id = models.CharField(max_length=64, blank=True)
     organization_id = models.CharField(max_length=64, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -195,3 +195,24 @@ def test_a_revoked_refresh_token_holds_messages_until_livechat_is_connected_agai
 
 def pending_rows() -> bool:
     return Message.objects.filter(status=Message.Status.PENDING).exists()
+
+
+def test_a_wrong_app_secret_holds_messages_until_it_is_corrected(api, livechat, session, settings):
+    api.call("/send", {"line_id": "U1", "message": "before"})
+    delivery.run_once()
+    livechat.expire_tokens()
+    real_secret, settings.LIVECHAT_CLIENT_SECRET = settings.LIVECHAT_CLIENT_SECRET, "rotated-away"
+    api.call("/send", {"line_id": "U1", "message": "while misconfigured"})
+    delivery.run_once()
+    waiting = Message.objects.get(body="while misconfigured")
+    assert waiting.status == Message.Status.PENDING
+    assert "LIVECHAT_CLIENT_SECRET" in waiting.last_error
+
+    settings.LIVECHAT_CLIENT_SECRET = real_secret  # the operator corrects the config var
+    wait_until(lambda: delivery.run_once() == 0 and not pending_rows(), 10)
+    assert chat_texts(livechat, session) == ["before", "while misconfigured"]
+
+
+def test_backoff_after_thousands_of_attempts_is_the_ceiling_not_an_error(settings):
+    settings.DELIVERY_BACKOFF_MAX = 300.0
+    assert 150.0 <= delivery.backoff_seconds(5000) <= 300.0

@@ -43,6 +43,11 @@ class Disconnected(NotConfigured):
     "Connecting LiveChat"). Messages wait for that rather than fail."""
 
 
+class AppRefused(NotConfigured):
+    """The accounts service refused a token grant for another reason than the token: the app's
+    id or secret. Messages wait for the settings to be corrected."""
+
+
 class RetryableError(LiveChatError):
     """Outage, rate limit or timeout: the same call may succeed later."""
 

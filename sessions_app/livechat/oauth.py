@@ -18,7 +18,6 @@ from sessions_app.models import LiveChatCredential
 from .configuration_api import AgentOAuthToken, ConfigurationAPI
 from .errors import (
     AuthenticationError,
-    Disconnected,
     LiveChatError,
     NotConfigured,
     PermanentError,
@@ -161,13 +160,13 @@ def connection_status() -> Status:
         )
     try:
         agent_access_token()
-    except Disconnected as exc:
+    except NotConfigured as exc:  # refused token or app: the message says what to fix
         return Status(ok=False, lines=[], problems=[str(exc)])
     except LiveChatError as exc:
         if exc.retryable:
             problem = f"LiveChat's accounts service could not be reached: {exc}"
         else:
-            problem = f"the refresh token was refused ({exc}): connect again"
+            problem = f"the accounts service refused the bridge ({exc})"
         return Status(ok=False, lines=[], problems=[problem])
     lines: list[str] = []
     problems: list[str] = []

@@ -5,6 +5,7 @@ LiveChat customer whose token is minted with the agent token and cached on their
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,7 +16,7 @@ from django.utils import timezone
 from sessions_app.models import ChatSession, LiveChatCredential
 
 from . import http
-from .errors import AuthenticationError, Disconnected, NotConfigured, PermanentError
+from .errors import AppRefused, AuthenticationError, Disconnected, NotConfigured, PermanentError
 
 # Renew ahead of expiry so that a token never dies between our check and LiveChat's.
 AGENT_TOKEN_MARGIN = timedelta(minutes=5)
@@ -97,11 +98,13 @@ def agent_access_token(*, force_refresh: bool = False) -> str:
             )
         except PermanentError as exc:
             if exc.error_type != "invalid_grant":
-                raise  # e.g. the app's id or secret: a settings change retries at once
+                # The app's id or secret, most likely: an operator's fix, which messages wait for.
+                # Nothing is recorded, so the next attempt asks again.
+                raise AppRefused(f"{APP_REFUSED} ({exc})") from exc
             # Kept (the transaction commits) so that no other attempt spends a call on it. The
             # access token was due or refused too: no longer offered, but kept, since it also
             # says a refresh once worked (see refresh_token_to_offer).
-            credential.refused_refresh_token = credential.refresh_token
+            credential.refused_grant = grant_fingerprint(credential.refresh_token)
             credential.access_token_expires_at = None
             credential.save()
             refusal = exc
@@ -116,11 +119,16 @@ DISCONNECTED = (
     "the bridge needs connecting again (/livechat/connect or manage.py livechat_connect); "
     "messages wait until then"
 )
+APP_REFUSED = (
+    "LiveChat's accounts service refused the bridge's app: check LIVECHAT_CLIENT_ID and "
+    "LIVECHAT_CLIENT_SECRET; messages wait until then"
+)
 
 
 def refresh_token_to_offer(credential: LiveChatCredential) -> str:
     """The environment's seed when none is stored, and, until a refresh has worked, over the
-    stored one (an operator may have replaced a mistyped or refused seed)."""
+    stored one (an operator may have replaced a mistyped seed). After a refresh has worked, a new
+    token comes only through livechat_connect or /livechat/connect."""
     if settings.LIVECHAT_REFRESH_TOKEN and not (
         credential.access_token and credential.refresh_token
     ):
@@ -128,10 +136,20 @@ def refresh_token_to_offer(credential: LiveChatCredential) -> str:
     return credential.refresh_token
 
 
+def grant_fingerprint(refresh_token: str) -> str:
+    """What a refusal is remembered by: the token together with the app it was offered as (an
+    `invalid_grant` may mean "issued to another client", and a corrected LIVECHAT_CLIENT_ID
+    deserves a new try), as a digest, so that no second copy of the token is kept."""
+    material = f"{settings.LIVECHAT_CLIENT_ID}\0{refresh_token}".encode()
+    return hashlib.sha256(material).hexdigest()
+
+
 def refused(credential: LiveChatCredential) -> bool:
-    """Is the refresh token the bridge would offer one LiveChat has already refused?"""
+    """Is the refresh token the bridge would offer one LiveChat has already refused this app?"""
     token = refresh_token_to_offer(credential)
-    return bool(token) and token == credential.refused_refresh_token
+    return bool(token and credential.refused_grant) and (
+        grant_fingerprint(token) == credential.refused_grant
+    )
 
 
 def token_grant(fields: dict[str, str]) -> dict:
@@ -150,7 +168,7 @@ def store_agent_tokens(credential: LiveChatCredential, answer: dict) -> None:
     """Keep what the accounts service answered to a token grant."""
     credential.access_token = answer["access_token"]
     credential.refresh_token = answer.get("refresh_token") or credential.refresh_token
-    credential.refused_refresh_token = ""
+    credential.refused_grant = ""
     credential.access_token_expires_at = timezone.now() + timedelta(
         seconds=int(answer.get("expires_in", 28800))
     )
