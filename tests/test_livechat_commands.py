@@ -185,6 +185,21 @@ def test_status_fails_when_the_refresh_token_is_refused(livechat, settings):
     # Asked once: the refused token is not offered to LiveChat again.
     assert "refused the bridge's refresh token" in fails("livechat_connect", "--status")
     assert [call.status for call in livechat.calls_to("token")] == [400]
+    # The overall status says so too, without a call.
+    assert "LiveChat refused the stored refresh token: connect again" in run("bridge_status")
+    assert len(livechat.calls_to("token")) == 1
+
+
+def test_bridge_status_says_what_is_missing_and_what_waits(api, livechat, settings):
+    settings.LINE_CHANNEL_SECRET, settings.LINE_CHANNEL_ACCESS_TOKEN = "s", ""
+    api.call("/init", {"line_id": "U1"})
+    api.call("/send", {"line_id": "U1", "message": "queued, the worker is not running"})
+
+    output = run("bridge_status")
+
+    assert "line: NOT configured: set LINE_CHANNEL_ACCESS_TOKEN" in output
+    assert "livechat: configured" in output and "refused" not in output
+    assert "outbox livechat: 1 waiting since" in output
 
 
 def test_status_fails_when_nothing_is_configured(livechat, settings):

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db.models import Count, Min
 
-from sessions_app.health import configuration_problems
+from sessions_app.health import configuration_problems, livechat_credentials
 from sessions_app.models import Message
 
 
@@ -22,6 +22,13 @@ class Command(BaseCommand):
                 )
             else:
                 self.stdout.write(self.style.SUCCESS(f"{area}: configured"))
+        if livechat_credentials()["credentials"] == "refused":
+            self.stdout.write(
+                self.style.ERROR(
+                    "livechat: LiveChat refused the stored refresh token: connect again "
+                    "(manage.py livechat_connect, or /livechat/connect); messages wait until then"
+                )
+            )
         waiting = (
             Message.objects.filter(status=Message.Status.PENDING)
             .values("route")
