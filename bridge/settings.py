@@ -60,7 +60,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First, so that every log line of a request (redirects included) carries its id.
+    # Counts the requests in progress, so that long polls give a thread back when all are taken.
+    "sessions_app.thread_budget.BusyThreadsMiddleware",
+    # Next, so that every log line of a request (redirects included) carries its id.
     "sessions_app.request_log.RequestIDMiddleware",
     # LINE's and LiveChat's webhooks are answered here, without the browser middleware below.
     "sessions_app.vendor_webhooks.VendorWebhookMiddleware",
@@ -209,7 +211,9 @@ DELIVERY_BACKOFF_MAX = env_float("DELIVERY_BACKOFF_MAX", 300.0)
 DELIVERY_MAX_AGE_SECONDS = env_float("DELIVERY_MAX_AGE_SECONDS", 24 * 3600.0)
 DELIVERY_THREADS = int(env_str("DELIVERY_THREADS", "4"))
 
-# /messages long poll.
+# /messages long poll. GUNICORN_THREADS is gunicorn's (gunicorn.conf.py): a waiting poll gives its
+# thread back when that many requests are in progress (sessions_app/thread_budget.py).
+GUNICORN_THREADS = int(env_str("GUNICORN_THREADS", "8"))
 MESSAGES_MAX_WAIT = 25.0
 MESSAGES_POLL_INTERVAL = env_float("MESSAGES_POLL_INTERVAL", 0.1)
 

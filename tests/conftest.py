@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -118,44 +119,38 @@ def database_url() -> str:
     return f"postgres://{s['USER']}:{s['PASSWORD']}@{host}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+def process_environment(settings, **env: str) -> dict[str, str]:
+    """The environment of a bridge process started by a test: the test's database, fakes and
+    secrets, as an operator would set them."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bridge.settings",
+        "SECRET_KEY": "worker-test-secret",
+        "ALLOWED_HOSTS": "localhost,127.0.0.1",
+        "DATABASE_URL": database_url(),
+        "BRIDGE_API_KEY": API_KEY,
+        "LIVECHAT_API_BASE_URL": settings.LIVECHAT_API_BASE_URL,
+        "LIVECHAT_ACCOUNTS_BASE_URL": settings.LIVECHAT_ACCOUNTS_BASE_URL,
+        "LIVECHAT_CLIENT_ID": settings.LIVECHAT_CLIENT_ID,
+        "LIVECHAT_CLIENT_SECRET": settings.LIVECHAT_CLIENT_SECRET,
+        "LIVECHAT_ORGANIZATION_ID": settings.LIVECHAT_ORGANIZATION_ID,
+        "LIVECHAT_REFRESH_TOKEN": settings.LIVECHAT_REFRESH_TOKEN,
+        "LINE_API_BASE_URL": settings.LINE_API_BASE_URL,
+        "LINE_DATA_API_BASE_URL": settings.LINE_DATA_API_BASE_URL,
+        "LINE_CHANNEL_SECRET": settings.LINE_CHANNEL_SECRET,
+        "LINE_CHANNEL_ACCESS_TOKEN": settings.LINE_CHANNEL_ACCESS_TOKEN,
+        "DELIVERY_POLL_INTERVAL": "0.02",
+        "DELIVERY_BACKOFF_BASE": "0.05",
+        "DELIVERY_BACKOFF_MAX": "0.5",
+        **env,
+    }
+
+
 @pytest.fixture
-def worker_process(settings) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start `python manage.py deliver` as a real process, configured only by environment."""
+def processes() -> Iterator[list[subprocess.Popen]]:
+    """Processes a test started, ended after it."""
     started: list[subprocess.Popen] = []
-
-    def start(**env: str) -> subprocess.Popen:
-        environment = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "bridge.settings",
-            "SECRET_KEY": "worker-test-secret",
-            "ALLOWED_HOSTS": "localhost",
-            "DATABASE_URL": database_url(),
-            "LIVECHAT_API_BASE_URL": settings.LIVECHAT_API_BASE_URL,
-            "LIVECHAT_ACCOUNTS_BASE_URL": settings.LIVECHAT_ACCOUNTS_BASE_URL,
-            "LIVECHAT_CLIENT_ID": settings.LIVECHAT_CLIENT_ID,
-            "LIVECHAT_CLIENT_SECRET": settings.LIVECHAT_CLIENT_SECRET,
-            "LIVECHAT_ORGANIZATION_ID": settings.LIVECHAT_ORGANIZATION_ID,
-            "LIVECHAT_REFRESH_TOKEN": settings.LIVECHAT_REFRESH_TOKEN,
-            "LINE_API_BASE_URL": settings.LINE_API_BASE_URL,
-            "LINE_DATA_API_BASE_URL": settings.LINE_DATA_API_BASE_URL,
-            "LINE_CHANNEL_SECRET": settings.LINE_CHANNEL_SECRET,
-            "LINE_CHANNEL_ACCESS_TOKEN": settings.LINE_CHANNEL_ACCESS_TOKEN,
-            "DELIVERY_POLL_INTERVAL": "0.02",
-            "DELIVERY_BACKOFF_BASE": "0.05",
-            "DELIVERY_BACKOFF_MAX": "0.5",
-            **env,
-        }
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "deliver"],
-            cwd=ROOT,
-            env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        started.append(process)
-        return process
-
-    yield start
+    yield started
     for process in started:
         if process.poll() is None:
             process.terminate()
@@ -163,3 +158,53 @@ def worker_process(settings) -> Iterator[Callable[..., subprocess.Popen]]:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.fixture
+def worker_process(settings, processes) -> Callable[..., subprocess.Popen]:
+    """Start `python manage.py deliver` as a real process, configured only by environment."""
+
+    def start(**env: str) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "deliver"],
+            cwd=ROOT,
+            env=process_environment(settings, **env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        processes.append(process)
+        return process
+
+    return start
+
+
+@pytest.fixture
+def web_process(settings, processes) -> Callable[..., str]:
+    """Start the bridge under gunicorn with the Procfile's config; returns its base URL."""
+
+    def start(**env: str) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        command = [sys.executable, "-m", "gunicorn", "bridge.wsgi", "--config", "gunicorn.conf.py"]
+        process = subprocess.Popen(
+            [*command, "--bind", f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            env=process_environment(settings, **env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            try:
+                return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return process.poll() is not None  # ended: let the assertion below say so
+
+        wait_until(answers, 30)
+        assert process.poll() is None, "gunicorn did not start"
+        return url
+
+    return start

@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from sessions_app import relay
+from sessions_app import relay, thread_budget
 from sessions_app.models import ChatSession, Message
 from sessions_app.notices import notice_text
 
@@ -101,10 +101,15 @@ class MessagesView(LiveagentView):
         session = self.session(data["line_id"])
         wait = data.get("wait", settings.MESSAGES_MAX_WAIT)
         deadline = time.monotonic() + wait
-        while True:
-            item = relay.pull_next(session=session)
-            if item is not None:
-                return answer(PULL_TYPES.get(item.kind, "message"), item.body)
-            if time.monotonic() >= deadline:
-                return answer("ok", "")
-            time.sleep(min(settings.MESSAGES_POLL_INTERVAL, max(deadline - time.monotonic(), 0)))
+        with thread_budget.budget.waiting_poll() as should_give_way:
+            while True:
+                item = relay.pull_next(session=session)
+                if item is not None:
+                    return answer(PULL_TYPES.get(item.kind, "message"), item.body)
+                # "Nothing yet" early, when every thread of the process is taken: a LINE webhook
+                # may be queued behind this poll (thread_budget.py).
+                if time.monotonic() >= deadline or should_give_way():
+                    return answer("ok", "")
+                time.sleep(
+                    min(settings.MESSAGES_POLL_INTERVAL, max(deadline - time.monotonic(), 0))
+                )
