@@ -18,3 +18,10 @@ preload_app = True
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "20000"))
 max_requests_jitter = max_requests // 10
 forwarded_allow_ips = "*"
+
+
+def post_worker_init(worker) -> None:
+    # Long polls give a thread back when this many requests are in progress (thread_budget.py).
+    from sessions_app.thread_budget import budget
+
+    budget.threads = worker.cfg.threads

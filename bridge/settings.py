@@ -211,9 +211,7 @@ DELIVERY_BACKOFF_MAX = env_float("DELIVERY_BACKOFF_MAX", 300.0)
 DELIVERY_MAX_AGE_SECONDS = env_float("DELIVERY_MAX_AGE_SECONDS", 24 * 3600.0)
 DELIVERY_THREADS = int(env_str("DELIVERY_THREADS", "4"))
 
-# /messages long poll. GUNICORN_THREADS is gunicorn's (gunicorn.conf.py): a waiting poll gives its
-# thread back when that many requests are in progress (sessions_app/thread_budget.py).
-GUNICORN_THREADS = int(env_str("GUNICORN_THREADS", "8"))
+# /messages long poll.
 MESSAGES_MAX_WAIT = 25.0
 MESSAGES_POLL_INTERVAL = env_float("MESSAGES_POLL_INTERVAL", 0.1)
 

@@ -179,10 +179,11 @@ def worker_process(settings, processes) -> Callable[..., subprocess.Popen]:
 
 
 @pytest.fixture
-def web_process(settings, processes) -> Callable[..., str]:
+def web_process(settings, processes, tmp_path) -> Callable[..., str]:
     """Start the bridge under gunicorn with the Procfile's config; returns its base URL."""
 
     def start(**env: str) -> str:
+        log = tmp_path / "gunicorn.log"
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -192,7 +193,7 @@ def web_process(settings, processes) -> Callable[..., str]:
             cwd=ROOT,
             env=process_environment(settings, **env),
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=log.open("w"),  # a file: a pipe nobody reads would block gunicorn once full
         )
         processes.append(process)
         url = f"http://127.0.0.1:{port}"
@@ -204,7 +205,7 @@ def web_process(settings, processes) -> Callable[..., str]:
                 return process.poll() is not None  # ended: let the assertion below say so
 
         wait_until(answers, 30)
-        assert process.poll() is None, "gunicorn did not start"
+        assert process.poll() is None, f"gunicorn did not start:\n{log.read_text()[-3000:]}"
         return url
 
     return start
