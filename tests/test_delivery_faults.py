@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from sessions_app import delivery
 from sessions_app.models import ChatSession, Message
-from tests.conftest import wait_until
+from tests.conftest import pending, wait_until
 
 
 def chat_texts(livechat, session: ChatSession) -> list[str]:
@@ -187,14 +187,10 @@ def test_a_revoked_refresh_token_holds_messages_until_livechat_is_connected_agai
 
     livechat.valid_refresh_token = "granted-again"
     call_command("livechat_connect", "--refresh-token", "granted-again", stdout=io.StringIO())
-    wait_until(lambda: delivery.run_once() == 0 and not pending_rows(), 10)
+    wait_until(lambda: delivery.run_once() == 0 and not pending(), 10)
     assert chat_texts(livechat, session) == ["before", "while disconnected", "after that"]
     health = requests.get(f"{live_server.url}/healthz", timeout=5).json()["livechat"]
     assert health["credentials"] == "access_token" and health["usable"] is True
-
-
-def pending_rows() -> bool:
-    return Message.objects.filter(status=Message.Status.PENDING).exists()
 
 
 def test_a_wrong_app_secret_holds_messages_until_it_is_corrected(api, livechat, session, settings):
@@ -209,7 +205,7 @@ def test_a_wrong_app_secret_holds_messages_until_it_is_corrected(api, livechat, 
     assert "LIVECHAT_CLIENT_SECRET" in waiting.last_error
 
     settings.LIVECHAT_CLIENT_SECRET = real_secret  # the operator corrects the config var
-    wait_until(lambda: delivery.run_once() == 0 and not pending_rows(), 10)
+    wait_until(lambda: delivery.run_once() == 0 and not pending(), 10)
     assert chat_texts(livechat, session) == ["before", "while misconfigured"]
 
 

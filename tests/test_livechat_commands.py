@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -16,7 +15,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from sessions_app.models import LiveChatCredential
-from tests.conftest import ROOT, database_url
+from tests.conftest import ROOT, process_environment
 from tests.fakes import livechat as fake_livechat
 
 ACCOUNT_ID = "pat-account-id"
@@ -219,19 +218,7 @@ def test_status_fails_when_the_organization_differs(livechat, settings):
 
 def test_status_exits_non_zero_from_a_shell(livechat, settings):
     """What an operator's script sees: exit status 1 and the reason on stderr."""
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "bridge.settings",
-        "SECRET_KEY": "command-test-secret",
-        "ALLOWED_HOSTS": "localhost",
-        "DATABASE_URL": database_url(),
-        "LIVECHAT_API_BASE_URL": livechat.base_url,
-        "LIVECHAT_ACCOUNTS_BASE_URL": livechat.base_url,
-        "LIVECHAT_CLIENT_ID": livechat.client_id,
-        "LIVECHAT_CLIENT_SECRET": livechat.client_secret,
-        "LIVECHAT_ORGANIZATION_ID": livechat.organization_id,
-        "LIVECHAT_REFRESH_TOKEN": "revoked",
-    }
+    environment = process_environment(settings, LIVECHAT_REFRESH_TOKEN="revoked")
 
     def status() -> subprocess.CompletedProcess:
         return subprocess.run(

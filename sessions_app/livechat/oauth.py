@@ -16,12 +16,7 @@ from django.db import transaction
 from sessions_app.models import LiveChatCredential
 
 from .configuration_api import AgentOAuthToken, ConfigurationAPI
-from .errors import (
-    AuthenticationError,
-    LiveChatError,
-    NotConfigured,
-    PermanentError,
-)
+from .errors import AuthenticationError, LiveChatError, NotConfigured, PermanentError
 from .tokens import (
     agent_access_token,
     client_settings_missing,
