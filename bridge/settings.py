@@ -94,10 +94,13 @@ TEMPLATES = [
     }
 ]
 
+# Seconds a connection is kept open for reuse: each thread's own when there is no pool, and the
+# LINE inbox's (inbox.py) in any case.
+CONN_MAX_AGE_SECONDS = 600
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=600,
+        conn_max_age=CONN_MAX_AGE_SECONDS,
         conn_health_checks=True,
     )
 }
@@ -108,6 +111,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
+    }
+
+# Postgres: each process takes Django's connections from a pool of at most this many, shared by
+# its threads, instead of one persistent connection per thread. Threads are sized for long polls
+# (GUNICORN_THREADS), not for the database: one connection per thread took 16 for the web dyno
+# and 5 for the worker, past the 20 that the smallest Heroku Postgres plans allow. 0: no
+# pool, a persistent connection per thread.
+_pool_size = env_str("DATABASE_POOL_SIZE", "4")
+if not _pool_size.isdigit():
+    raise ImproperlyConfigured(f"DATABASE_POOL_SIZE must be a whole number, not {_pool_size!r}.")
+DATABASE_POOL_SIZE = int(_pool_size)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_SIZE:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # given back to the pool, which keeps it open
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_SIZE,
+        # A request that finds every connection taken waits this long, then fails (500).
+        "timeout": 10,
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

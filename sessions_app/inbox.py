@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from contextlib import closing
 from typing import Any
 
+from django.conf import settings
 from django.db import (
     DEFAULT_DB_ALIAS,
     DatabaseError,
@@ -125,9 +126,14 @@ class InboxConnection:
                 settings_dict["OPTIONS"] = {**options, "timeout": LOCK_POLL_SECONDS}
             elif settings_dict["ENGINE"] == "django.db.backends.postgresql":
                 # Values bound by the server, not quoted into the SQL by psycopg in Python; no
-                # prepared statements, which a transaction-mode PgBouncer would lose.
+                # prepared statements, which a transaction-mode PgBouncer would lose. Not from
+                # Django's pool (DATABASE_POOL_SIZE): a webhook never waits behind the JSON API
+                # for a connection, and this one is kept open.
+                options = {**settings_dict["OPTIONS"]}
+                if options.pop("pool", None):  # which made CONN_MAX_AGE 0
+                    settings_dict["CONN_MAX_AGE"] = settings.CONN_MAX_AGE_SECONDS
                 settings_dict["OPTIONS"] = {
-                    **settings_dict["OPTIONS"],
+                    **options,
                     "server_side_binding": True,
                     "prepare_threshold": None,
                 }

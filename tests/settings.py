@@ -23,3 +23,4 @@ DELIVERY_BACKOFF_BASE = 0.05
 DELIVERY_BACKOFF_MAX = 0.5
 # Live-server and worker threads must not keep connections that block dropping the test database.
 DATABASES["default"]["CONN_MAX_AGE"] = 0
+CONN_MAX_AGE_SECONDS = 0  # the LINE inbox's own connection too

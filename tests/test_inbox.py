@@ -52,10 +52,11 @@ def test_the_inbox_refuses_to_write_inside_a_transaction(transactional_db):
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'", reason="a server that drops connections")
 def test_a_connection_the_server_dropped_is_replaced_and_nothing_is_lost(
-    transactional_db, monkeypatch
+    transactional_db, monkeypatch, settings
 ):
     # As in production: the inbox keeps its connection from one write to the next.
     monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 600)
+    settings.CONN_MAX_AGE_SECONDS = 600
     inbox_connection.close()
     try:
         accept_line_events([event_from(text_event(USER, "before"))])
