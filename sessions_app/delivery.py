@@ -22,6 +22,7 @@ from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
 from . import relay
+from .db_pool import release_connection
 from .errors import DeliveryError
 from .models import InboundEvent, Message
 
@@ -271,6 +272,7 @@ def _loop(stop: threading.Event, housekeeping: bool) -> None:
                 done = 0
                 stop.wait(1.0)
             if not done:
+                release_connection()  # the other threads may need it while this one idles
                 stop.wait(settings.DELIVERY_POLL_INTERVAL)
     finally:
         connection.close()

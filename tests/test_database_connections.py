@@ -35,17 +35,16 @@ def test_waiting_pull_clients_share_the_pool_and_leave_room_for_others(livechat,
     for line_id in users:
         assert client.call("/init", {"line_id": line_id})["type"] == "ok"
 
-    answers: list[dict] = []
+    answers: list[object] = []
+
+    def poll(line_id: str) -> None:
+        try:
+            answers.append(BridgeAPI(url).call("/messages", {"line_id": line_id, "wait": 4}))
+        except Exception as exc:  # the assertion below shows it
+            answers.append(exc)
+
     peak = 0
-    polling = [
-        threading.Thread(
-            target=lambda line_id: answers.append(
-                BridgeAPI(url).call("/messages", {"line_id": line_id, "wait": 4})
-            ),
-            args=(line_id,),
-        )
-        for line_id in users
-    ]
+    polling = [threading.Thread(target=poll, args=(line_id,)) for line_id in users]
     for thread in polling:
         thread.start()
     time.sleep(1)  # six polls waiting, in six of the process's threads
@@ -60,6 +59,37 @@ def test_waiting_pull_clients_share_the_pool_and_leave_room_for_others(livechat,
     assert send_took < 2  # not queued behind the polls for a connection
     assert answers == [{"type": "ok", "message": ""}] * len(users)
     assert 1 <= peak <= 2  # one connection per waiting poll before the pool: six here
+
+
+@pytest.mark.skipif(
+    "connection.vendor != 'postgresql'", reason="the pool is Postgres's (DATABASE_POOL_SIZE)"
+)
+def test_a_slow_livechat_call_does_not_hold_the_connection(livechat, web_process):
+    url = web_process(WEB_CONCURRENCY="1", GUNICORN_THREADS="8", DATABASE_POOL_SIZE="1")
+    client = BridgeAPI(url)
+    assert client.call("/init", {"line_id": "U0"})["type"] == "ok"
+    livechat.slow("start_chat", 4, times=2)
+    starting: list[object] = []
+
+    def init(line_id: str) -> None:
+        try:
+            starting.append(BridgeAPI(url).call("/init", {"line_id": line_id})["type"])
+        except Exception as exc:  # the assertion below shows it
+            starting.append(exc)
+
+    threads = [threading.Thread(target=init, args=(line_id,)) for line_id in ("U1", "U2")]
+    for thread in threads:
+        thread.start()
+    time.sleep(1)  # both /init are waiting for LiveChat to start their chats
+    started = time.monotonic()
+    sent = client.call("/send", {"line_id": "U0", "message": "hello?"})
+    send_took = time.monotonic() - started
+    for thread in threads:
+        thread.join(30)
+
+    assert sent == {"type": "send", "message": "send"}
+    assert send_took < 2  # the pool's one connection was free while LiveChat took its time
+    assert starting == ["ok", "ok"]
 
 
 def test_a_malformed_pool_size_stops_the_release():

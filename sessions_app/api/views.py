@@ -6,13 +6,13 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from sessions_app import relay, thread_budget
+from sessions_app.db_pool import release_connection
 from sessions_app.models import ChatSession, Message
 from sessions_app.notices import notice_text
 
@@ -111,10 +111,7 @@ class MessagesView(LiveagentView):
                 # may be queued behind this poll (thread_budget.py).
                 if time.monotonic() >= deadline or should_give_way():
                     return answer("ok", "")
-                if getattr(connection, "pool", None) is not None:
-                    # Back to the pool while the poll sleeps: waiting pull clients would
-                    # otherwise hold every connection of the process (DATABASE_POOL_SIZE).
-                    connection.close()
+                release_connection()  # waiting pull clients would hold every connection
                 time.sleep(
                     min(settings.MESSAGES_POLL_INTERVAL, max(deadline - time.monotonic(), 0))
                 )

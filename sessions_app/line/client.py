@@ -22,6 +22,7 @@ from linebot.v3.messaging import (
     ReplyMessageRequest,
 )
 
+from ..db_pool import release_connection
 from .errors import NotConfigured, NotFound, OutcomeUnknown, PermanentError, RetryableError
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ def raise_line_error(exc: Exception) -> None:
 def push(to: str, messages: list[dict[str, Any]], *, retry_key: str) -> PushResult:
     """Push up to five messages to one user. A repeat of an accepted retry key counts as sent."""
     request = PushMessageRequest.from_dict({"to": to, "messages": messages})
+    release_connection()
     try:
         response = messaging_api().push_message_with_http_info(
             request, x_line_retry_key=retry_key, _request_timeout=request_timeout()
@@ -162,6 +164,7 @@ def push(to: str, messages: list[dict[str, Any]], *, retry_key: str) -> PushResu
 
 def reply(reply_token: str, messages: list[dict[str, Any]]) -> None:
     request = ReplyMessageRequest.from_dict({"replyToken": reply_token, "messages": messages})
+    release_connection()
     try:
         messaging_api().reply_message_with_http_info(request, _request_timeout=request_timeout())
     except Exception as exc:
@@ -171,6 +174,7 @@ def reply(reply_token: str, messages: list[dict[str, Any]]) -> None:
 
 def get_profile(user_id: str) -> dict[str, Any]:
     """The user's LINE profile (displayName, pictureUrl, language, ...)."""
+    release_connection()
     try:
         profile = messaging_api().get_profile(user_id, _request_timeout=request_timeout())
     except Exception as exc:

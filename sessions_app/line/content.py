@@ -17,6 +17,7 @@ import urllib3
 from django.conf import settings
 from linebot.v3.messaging import ApiClient, ApiException, Configuration, MessagingApiBlob
 
+from ..db_pool import release_connection
 from .client import raise_line_error, request_timeout
 from .errors import (
     ContentGone,
@@ -177,6 +178,7 @@ def fetch(message_id: str, *, max_bytes: int) -> Content:
         max_bytes,
         float(settings.LINE_CONTENT_DOWNLOAD_SECONDS),
     )
+    release_connection()
     try:
         response = api.get_message_content_with_http_info(
             message_id, _request_timeout=request_timeout()

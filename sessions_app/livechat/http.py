@@ -10,6 +10,7 @@ from typing import Any
 import requests
 from django.conf import settings
 
+from ..db_pool import release_connection
 from .errors import (
     AuthenticationError,
     LiveChatError,
@@ -43,6 +44,7 @@ def post(
     headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """POST and return the decoded JSON answer, or raise a LiveChatError."""
+    release_connection()
     try:
         response = http_session().post(
             url,

@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand
+from django.db import connections
 
 from sessions_app import delivery
 
@@ -40,5 +41,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         logger.info("delivery worker started")
+        # The start-up checks' connection: the sending threads need it more than this one.
+        connections.close_all()
         delivery.work(stop, threads=threads)
         logger.info("delivery worker stopped")
