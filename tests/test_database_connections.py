@@ -12,6 +12,9 @@ from django.db import connection
 from tests.conftest import BridgeAPI
 from tests.test_operations import manage, production_env
 
+pooled = pytest.mark.skipif(
+    "connection.vendor != 'postgresql'", reason="the pool is Postgres's (DATABASE_POOL_SIZE)"
+)
 APP_NAME = "bridge-web-under-test"  # libpq's PGAPPNAME: which connections are the web process's
 
 
@@ -23,9 +26,7 @@ def web_connections() -> int:
         return cursor.fetchone()[0]
 
 
-@pytest.mark.skipif(
-    "connection.vendor != 'postgresql'", reason="the pool is Postgres's (DATABASE_POOL_SIZE)"
-)
+@pooled
 def test_waiting_pull_clients_share_the_pool_and_leave_room_for_others(livechat, web_process):
     url = web_process(
         WEB_CONCURRENCY="1", GUNICORN_THREADS="8", DATABASE_POOL_SIZE="2", PGAPPNAME=APP_NAME
@@ -61,9 +62,7 @@ def test_waiting_pull_clients_share_the_pool_and_leave_room_for_others(livechat,
     assert 1 <= peak <= 2  # one connection per waiting poll before the pool: six here
 
 
-@pytest.mark.skipif(
-    "connection.vendor != 'postgresql'", reason="the pool is Postgres's (DATABASE_POOL_SIZE)"
-)
+@pooled
 def test_a_slow_livechat_call_does_not_hold_the_connection(livechat, web_process):
     url = web_process(WEB_CONCURRENCY="1", GUNICORN_THREADS="8", DATABASE_POOL_SIZE="1")
     client = BridgeAPI(url)
