@@ -135,6 +135,7 @@ def process_environment(settings, **env: str) -> dict[str, str]:
         "LIVECHAT_CLIENT_SECRET": settings.LIVECHAT_CLIENT_SECRET,
         "LIVECHAT_ORGANIZATION_ID": settings.LIVECHAT_ORGANIZATION_ID,
         "LIVECHAT_REFRESH_TOKEN": settings.LIVECHAT_REFRESH_TOKEN,
+        "LIVECHAT_WEBHOOK_SECRET": settings.LIVECHAT_WEBHOOK_SECRET,
         "LINE_API_BASE_URL": settings.LINE_API_BASE_URL,
         "LINE_DATA_API_BASE_URL": settings.LINE_DATA_API_BASE_URL,
         "LINE_CHANNEL_SECRET": settings.LINE_CHANNEL_SECRET,
@@ -180,9 +181,10 @@ def worker_process(settings, processes) -> Callable[..., subprocess.Popen]:
 
 @pytest.fixture
 def web_process(settings, processes, tmp_path) -> Callable[..., str]:
-    """Start the bridge under gunicorn with the Procfile's config; returns its base URL."""
+    """Start the bridge under gunicorn with the Procfile's config; returns its base URL once
+    /healthz answers 200 (or answers at all, with `healthy=False`: its database may be away)."""
 
-    def start(**env: str) -> str:
+    def start(*, healthy: bool = True, **env: str) -> str:
         log = tmp_path / "gunicorn.log"
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -200,7 +202,8 @@ def web_process(settings, processes, tmp_path) -> Callable[..., str]:
 
         def answers() -> bool:
             try:
-                return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+                status = requests.get(f"{url}/healthz", timeout=15).status_code
+                return status == 200 or not healthy
             except requests.ConnectionError:
                 return process.poll() is not None  # ended: let the assertion below say so
 

@@ -1,14 +1,23 @@
-"""Every JSON API error is `{"type": "bad", "message": ...}`, as the earlier bridge answered."""
+"""Every JSON API error is `{"type": "bad", "message": ...}`, as the earlier bridge answered; what
+is the bridge's own doing is `{"type": "fail", ...}`: 503 with Retry-After when the database is
+unavailable, 500 otherwise."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)
+
+# Seconds a caller is asked to wait when the database is unavailable: a Postgres restart or
+# failover, no pooled connection within the pool's 5 s, or SQLite's write lock held past its
+# timeout, each over within seconds or minutes. A 500 would say the request itself was at fault;
+# it was not, and what it wrote was rolled back, so the caller should send it again.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -44,6 +53,14 @@ def liveagent_exception_handler(exc: Exception, context: dict[str, Any]) -> Resp
     if isinstance(exc, exceptions.APIException) and exc.status_code < 500:
         # Validation and parse errors: the contract's answer, whatever the detail.
         return bad("bad request", status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.error("JSON API: database unavailable: %s", exc, exc_info=exc)
+        response = Response(
+            {"type": "fail", "message": "database unavailable; retry"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
     logger.exception("JSON API error", exc_info=exc)
     return Response(
         {"type": "fail", "message": "internal error"}, status=status.HTTP_500_INTERNAL_SERVER_ERROR

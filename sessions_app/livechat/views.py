@@ -6,6 +6,7 @@ import json
 import logging
 
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpRequest, JsonResponse
 
 from sessions_app import relay
@@ -36,6 +37,11 @@ def livechat_webhook(request: HttpRequest) -> JsonResponse:
         event = webhooks.parse(body)
     except webhooks.InvalidWebhook as exc:
         return JsonResponse({"error": str(exc)}, status=400)
-    outcome = relay.agent_event(event)
+    try:
+        outcome = relay.agent_event(event)
+    except DatabaseError:
+        # Rolled back, so not acknowledged: LiveChat sends it again (3 times within a minute).
+        logger.exception("livechat webhook not stored action=%s", event.action)
+        return JsonResponse({"error": "the event could not be stored; retry"}, status=503)
     logger.info("livechat webhook action=%s outcome=%s", event.action, outcome)
     return JsonResponse({"status": outcome})

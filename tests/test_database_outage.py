@@ -1,0 +1,164 @@
+"""The database unavailable for a while: every caller is told 503 and to retry (the JSON API with
+Retry-After), nothing of what they sent is kept half-way, and what they send again once the
+database is back arrives once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+from django.db import connection
+
+from sessions_app.models import ChatSession, Message
+from tests.conftest import BridgeAPI
+from tests.fakes.line import redelivered, text_event
+from tests.tcp_proxy import TcpProxy
+from tests.test_inbox import hold_sqlite_write_lock
+
+UNAVAILABLE = {"type": "fail", "message": "database unavailable; retry"}
+USER = "U" + "2" * 32
+sqlite_only = pytest.mark.skipif("connection.vendor != 'sqlite'", reason="SQLite's write lock")
+postgres_only = pytest.mark.skipif(
+    "connection.vendor != 'postgresql'", reason="a Postgres server that goes away"
+)
+
+
+def user_texts(livechat, line_id: str) -> list[str]:
+    """The user's messages in their LiveChat chat, as the agent sees them."""
+    session = ChatSession.objects.get(line_id=line_id)
+    events = [e for t in livechat.chats[session.chat_id]["threads"] for e in t["events"]]
+    return [
+        e["text"]
+        for e in events
+        if e["type"] == "message" and e["author_id"] == session.customer_id
+    ]
+
+
+def webhook_statuses(livechat, envelope: dict) -> list[int | None]:
+    """What the bridge answered each time the fake LiveChat posted `envelope`."""
+    return [status for sent, status in livechat.webhooks_sent if sent == envelope]
+
+
+@pytest.fixture
+def short_sqlite_timeout(monkeypatch) -> None:
+    # Each connection the live server opens from now on gives up on the lock after 0.2 s, not 20.
+    options = {**connection.settings_dict["OPTIONS"], "timeout": 0.2}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+
+
+@sqlite_only
+def test_a_send_locked_out_of_sqlite_is_a_503_to_retry_and_the_retry_goes_once(
+    api, livechat, drain, short_sqlite_timeout
+):
+    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
+    other = hold_sqlite_write_lock()  # a worker transaction that outlasts the timeout
+    try:
+        response = api.post("/send", {"line_id": "U1", "message": "are you there?"})
+    finally:
+        other.rollback()
+    assert response.status_code == 503
+    assert response.json() == UNAVAILABLE
+    assert response.headers["Retry-After"] == "5"
+    assert not Message.objects.filter(direction=Message.Direction.TO_AGENT).exists()
+
+    assert api.call("/send", {"line_id": "U1", "message": "are you there?"})["type"] == "send"
+    drain()
+    assert user_texts(livechat, "U1") == ["are you there?"]
+
+
+@sqlite_only
+def test_an_agent_reply_locked_out_of_sqlite_is_a_503_and_livechats_resend_goes_once(
+    api, livechat, short_sqlite_timeout
+):
+    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
+    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+    other = hold_sqlite_write_lock()
+    try:
+        envelope = livechat.agent_says(chat_id, "one moment")  # LiveChat posts the webhook
+    finally:
+        other.rollback()
+    assert webhook_statuses(livechat, envelope) == [503]
+    assert not Message.objects.filter(body="one moment").exists()
+
+    assert livechat.post_webhook(envelope) == 200  # LiveChat's retry
+    assert livechat.post_webhook(envelope) == 200  # and a retry of the retry
+    assert api.call("/messages", {"line_id": "U1", "wait": 1})["message"] == "one moment"
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.1}) == {"type": "ok", "message": ""}
+
+
+@postgres_only
+def test_postgres_away_then_back_every_caller_retries_and_each_message_arrives_once(
+    line, livechat, drain, web_process
+):
+    settings_dict = connection.settings_dict
+    proxy = TcpProxy((settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432)))
+    try:
+        url = web_process(
+            WEB_CONCURRENCY="1",
+            GUNICORN_THREADS="8",
+            DATABASE_URL=(
+                f"postgres://{settings_dict['USER']}:{settings_dict['PASSWORD']}"
+                f"@127.0.0.1:{proxy.port}/{settings_dict['NAME']}"
+            ),
+        )
+        line.webhook_url, livechat.webhook_url = f"{url}/line/webhook", f"{url}/livechat/webhook"
+        api = BridgeAPI(url)
+        assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
+        chat_id = ChatSession.objects.get(line_id="U1").chat_id
+        from_line = text_event(USER, "written during the outage")
+
+        proxy.down()  # every connection the web process had is cut; new ones are refused
+        answers: dict[str, object] = {}
+
+        def call(name: str, do) -> None:
+            started = time.monotonic()
+            try:
+                answers[name] = (do(), time.monotonic() - started)
+            except Exception as exc:  # the assertions below show it
+                answers[name] = (exc, time.monotonic() - started)
+
+        calls = {
+            "send": lambda: api.post("/send", {"line_id": "U1", "message": "sent in the outage"}),
+            "line": lambda: line.post_events([from_line])[0],
+            "livechat": lambda: livechat.agent_says(chat_id, "answered during the outage"),
+            "healthz": lambda: requests.get(f"{url}/healthz", timeout=15).status_code,
+        }
+        threads = [threading.Thread(target=call, args=item) for item in calls.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        proxy.up()
+
+        sent, send_took = answers["send"]
+        assert (sent.status_code, sent.json()) == (503, UNAVAILABLE)
+        assert sent.headers["Retry-After"] == "5"
+        assert 4 < send_took < 7  # the pool's 5 s wait for a connection, then the answer
+        assert answers["line"][0] == 503  # its own connection: refused at once
+        assert answers["line"][1] < 2  # well inside LINE's 2 s, so LINE redelivers
+        from_agent, webhook_took = answers["livechat"]
+        assert webhook_statuses(livechat, from_agent) == [503]
+        assert webhook_took < 7  # LiveChat waits ~10 s for an answer
+        assert answers["healthz"][0] == 503
+        assert not Message.objects.filter(direction=Message.Direction.TO_AGENT).exists()
+        assert not Message.objects.filter(direction=Message.Direction.TO_USER).exists()
+
+        # Back: each caller's retry is taken, once.
+        started = time.monotonic()
+        sent = api.post("/send", {"line_id": "U1", "message": "sent in the outage"})
+        recovered_in = time.monotonic() - started
+        assert (sent.status_code, sent.json()["type"]) == (200, "send")
+        assert recovered_in < 10, recovered_in
+        assert line.post_events([redelivered(from_line)])[0] == 200
+        assert livechat.post_webhook(from_agent) == 200
+        assert livechat.post_webhook(from_agent) == 200
+        reply = api.call("/messages", {"line_id": "U1", "wait": 1})
+        assert reply == {"type": "message", "message": "answered during the outage"}
+        assert api.call("/messages", {"line_id": "U1", "wait": 0.1})["message"] == ""
+    finally:
+        proxy.close()
+    drain()
+    assert user_texts(livechat, "U1") == ["sent in the outage"]
+    assert user_texts(livechat, USER) == ["written during the outage"]
