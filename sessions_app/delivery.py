@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
 from django.utils import timezone
 
@@ -119,6 +119,15 @@ def lease(head: Message, batch_size: int) -> tuple[str, list[Message]]:
     return token, rows
 
 
+class DatabaseFailedMidSend(DeliveryError):
+    """Our database, not the vendor, failed during a send: a Postgres restart, no pooled
+    connection when the vendor had answered (db_pool.py gives it back during the call), SQLite's
+    lock. Gone in seconds, so retried; and the vendor may have the message already."""
+
+    retryable = True
+    uncertain = True
+
+
 def deliver(rows: Sequence[Message], token: str) -> None:
     channel = CHANNELS[rows[0].route]
     try:
@@ -131,6 +140,9 @@ def deliver(rows: Sequence[Message], token: str) -> None:
         channel.send(batch)
     except DeliveryError as exc:
         _record_failure(batch, token, exc)
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("delivery interrupted by the database message=%s error=%s", batch[0].pk, exc)
+        _record_failure(batch, token, DatabaseFailedMidSend(f"{type(exc).__name__}: {exc}"))
     except Exception as exc:  # a bug must park the row with its cause, not kill the worker
         logger.exception("delivery crashed message=%s", batch[0].pk)
         _record_failure(batch, token, exc)

@@ -9,10 +9,10 @@ import time
 
 import pytest
 import requests
-from django.db import connection
+from django.db import connection, transaction
 
 from sessions_app.models import ChatSession, Message
-from tests.conftest import BridgeAPI
+from tests.conftest import BridgeAPI, wait_until
 from tests.fakes.line import redelivered, text_event
 from tests.tcp_proxy import TcpProxy
 from tests.test_inbox import hold_sqlite_write_lock
@@ -162,3 +162,30 @@ def test_postgres_away_then_back_every_caller_retries_and_each_message_arrives_o
     drain()
     assert user_texts(livechat, "U1") == ["sent in the outage"]
     assert user_texts(livechat, USER) == ["written during the outage"]
+
+
+@postgres_only
+def test_a_send_the_database_interrupts_is_retried_and_reaches_livechat_once(
+    api, livechat, drain, worker_process
+):
+    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
+    session = ChatSession.objects.get(line_id="U1")
+    livechat.agent_ends_chat(session.chat_id)
+    assert api.call("/send", {"line_id": "U1", "message": "back again"})["type"] == "send"
+    message = Message.objects.get(body="back again")
+    table = connection.ops.quote_name(ChatSession._meta.db_table)
+    with transaction.atomic():
+        # Sessions can be read, not written: the worker's record of the resumed chat's new
+        # thread, after LiveChat has the message, fails once its lock wait runs out.
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+        worker_process(PGOPTIONS="-c lock_timeout=300")
+        wait_until(lambda: "lock timeout" in Message.objects.get(pk=message.pk).last_error)
+        interrupted = Message.objects.get(pk=message.pk)
+    assert livechat.calls_to("resume_chat")
+    assert interrupted.status == Message.Status.PENDING  # not failed for good
+    assert interrupted.uncertain  # LiveChat may have it: the next attempt looks first
+    wait_until(lambda: Message.objects.get(pk=message.pk).status == Message.Status.SENT)
+    message.refresh_from_db()
+    assert user_texts(livechat, "U1") == ["back again"]  # once, though attempted again
+    assert message.livechat_event_id
