@@ -112,17 +112,19 @@ def user_open_chat(
             avatar=session.picture_url or None,
             session_fields=fields[:100],
         )
-        if session.chat_id:
+        started = None
+        if not session.chat_id:
+            started = _start_chat(api, session, events=[], answers=answers)
+        if started is not None:
+            session.chat_id = started["chat_id"]
+            session.thread_id = started.get("thread_id", "")
+        else:
             chat = api.get_chat(chat_id=session.chat_id)
             if not (chat.get("thread") or {}).get("active"):
                 answer = api.resume_chat(
                     chat_id=session.chat_id, events=[], group_id=settings.LIVECHAT_GROUP_ID
                 )
                 session.thread_id = answer.get("thread_id", "")
-        else:
-            answer = _start_chat(api, session, events=[], answers=answers)
-            session.chat_id = answer["chat_id"]
-            session.thread_id = answer.get("thread_id", "")
     except LiveChatError as exc:
         logger.warning("open chat failed session=%s error=%s", session.pk, exc)
         return False
@@ -349,8 +351,8 @@ def deliver_to_agent(message: Message) -> None:
     # Media is fetched from LINE and uploaded here, in the worker, never in the webhook.
     event = media.agent_event(message, api)
     chat_id_before = session.chat_id
-    if not session.chat_id:
-        answer = _start_chat(api, session, events=[event])
+    answer = _start_chat(api, session, events=[event]) if not session.chat_id else None
+    if answer is not None:
         session.chat_id = answer["chat_id"]
     else:
         try:
@@ -417,6 +419,41 @@ def _start_chat(
     *,
     events: list[dict[str, Any]],
     answers: dict[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """start_chat; None when LiveChat says the customer has a chat already and it is found
+    again (its id is then `session.chat_id`, not yet saved).
+
+    A customer has one chat. We lose its id when the database fails between LiveChat's answer
+    and our save: /init was then answered 503, and its retry, like every later message, would be
+    refused for good."""
+    try:
+        return _start_new_chat(api, session, events=events, answers=answers)
+    except PermanentError as exc:
+        if exc.error_type != "validation" or not _found_lost_chat(api, session):
+            raise
+        logger.warning("found the customer's chat again session=%s", session.pk)
+        return None
+
+
+def _found_lost_chat(api: CustomerChatAPI, session: ChatSession) -> bool:
+    """The customer's chat, looked up on LiveChat, into `session.chat_id` and `thread_id` (not
+    saved)."""
+    if not session.customer_id:
+        return False
+    chats = api.list_chats(limit=1).get("chats_summary") or []
+    chat_id = chats[0].get("id", "") if chats else ""
+    if chat_id:
+        session.chat_id = chat_id
+        session.thread_id = (chats[0].get("last_thread_summary") or {}).get("id", "")
+    return bool(chat_id)
+
+
+def _start_new_chat(
+    api: CustomerChatAPI,
+    session: ChatSession,
+    *,
+    events: list[dict[str, Any]],
+    answers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """start_chat, with the group's pre-chat form answered first when the group has one."""
     form = _filled_prechat_form(api, session, answers or {})
@@ -462,11 +499,8 @@ def _filled_prechat_form(
 
 def _already_in_chat(api: CustomerChatAPI, session: ChatSession, message: Message) -> bool:
     """After an attempt whose outcome we never saw: did LiveChat take it? (custom_id is ours)."""
-    if not session.chat_id and session.customer_id:
-        chats = api.list_chats(limit=1).get("chats_summary") or []
-        if chats:
-            session.chat_id = chats[0].get("id", "")
-            session.save(update_fields=["chat_id", "updated_at"])
+    if not session.chat_id and _found_lost_chat(api, session):
+        session.save(update_fields=["chat_id", "updated_at"])
     if not session.chat_id:
         return False
     chat = api.get_chat(chat_id=session.chat_id)

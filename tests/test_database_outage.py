@@ -4,6 +4,7 @@ database is back arrives once."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -185,10 +186,44 @@ def test_a_send_the_database_interrupts_is_retried_and_reaches_livechat_once(
         worker_process(PGOPTIONS="-c lock_timeout=300")
         wait_until(lambda: "lock timeout" in Message.objects.get(pk=message.pk).last_error)
         interrupted = Message.objects.get(pk=message.pk)
-    assert livechat.calls_to("resume_chat")
+        # Interrupted after LiveChat had the message: the chat was resumed with it, once.
+        resumed = livechat.calls_to("resume_chat")
+    assert len(resumed) == 1
+    assert "back again" in json.dumps(resumed[0].body)
     assert interrupted.status == Message.Status.PENDING  # not failed for good
     assert interrupted.uncertain  # LiveChat may have it: the next attempt looks first
     wait_until(lambda: Message.objects.get(pk=message.pk).status == Message.Status.SENT)
     message.refresh_from_db()
     assert user_texts(livechat, "U1") == ["back again"]  # once, though attempted again
     assert message.livechat_event_id
+
+
+@postgres_only
+@pytest.mark.parametrize("retried", [True, False], ids=["init-retried", "send-at-once"])
+def test_an_init_interrupted_after_livechat_started_the_chat_is_retried_into_that_chat(
+    livechat, drain, web_process, retried
+):
+    api = BridgeAPI(web_process(WEB_CONCURRENCY="1", PGOPTIONS="-c lock_timeout=300"))
+    livechat.slow("start_chat", 2)
+    answers: list[requests.Response] = []
+    opening = threading.Thread(target=lambda: answers.append(api.post("/init", {"line_id": "U1"})))
+    opening.start()
+    wait_until(lambda: livechat.calls_to("start_chat"))
+    table = connection.ops.quote_name(ChatSession._meta.db_table)
+    with transaction.atomic():
+        # LiveChat is starting the chat; the bridge's record of it will wait 300 ms, then fail.
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+        opening.join(15)
+    (interrupted,) = answers
+    assert (interrupted.status_code, interrupted.json()) == (503, UNAVAILABLE)
+    assert not ChatSession.objects.get(line_id="U1").chat_id
+    assert len(livechat.chats) == 1  # LiveChat has the chat; the bridge lost its id
+
+    if retried:  # as the 503 asked; otherwise the worker finds the chat when it sends
+        assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
+    assert api.call("/send", {"line_id": "U1", "message": "hello"})["type"] == "send"
+    drain()
+    session = ChatSession.objects.get(line_id="U1")
+    assert list(livechat.chats) == [session.chat_id]  # the same chat, found again
+    assert user_texts(livechat, "U1") == ["hello"]

@@ -16,7 +16,8 @@ logger = logging.getLogger(__name__)
 # Seconds a caller is asked to wait when the database is unavailable: a Postgres restart or
 # failover, no pooled connection within the pool's 5 s, or SQLite's write lock held past its
 # timeout, each over within seconds or minutes. A 500 would say the request itself was at fault;
-# it was not, and what it wrote was rolled back, so the caller should send it again.
+# it was not, what it wrote was rolled back, and a retried /init finds a chat it had started
+# (relay._start_chat): the caller should send it again.
 DATABASE_RETRY_AFTER_SECONDS = 5
 
 

@@ -6,7 +6,7 @@ import json
 import logging
 
 from django.conf import settings
-from django.db import DatabaseError
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, JsonResponse
 
 from sessions_app import relay
@@ -39,8 +39,9 @@ def livechat_webhook(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": str(exc)}, status=400)
     try:
         outcome = relay.agent_event(event)
-    except DatabaseError:
-        # Rolled back, so not acknowledged: LiveChat sends it again (3 times within a minute).
+    except (OperationalError, InterfaceError):
+        # The database unavailable (a bug is a 500): rolled back, so not acknowledged, and
+        # LiveChat sends it again (3 times within about a minute).
         logger.exception("livechat webhook not stored action=%s", event.action)
         return JsonResponse({"error": "the event could not be stored; retry"}, status=503)
     logger.info("livechat webhook action=%s outcome=%s", event.action, outcome)
