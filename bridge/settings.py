@@ -113,6 +113,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
 
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Seconds to connect, or fail. psycopg waits 130 s by default: a server that accepts but
+    # does not answer (overloaded, half failed over) would hold a request thread, or one of the
+    # pool's connecting threads, for that long. The LINE inbox waits 2 (inbox.py).
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+
 # Postgres: each process takes Django's connections from a pool of at most this many, shared by
 # its threads, instead of one persistent connection per thread. Threads are sized for long polls
 # (GUNICORN_THREADS), not for the database: one connection per thread took 16 for the web dyno

@@ -136,6 +136,8 @@ class InboxConnection:
                     **options,
                     "server_side_binding": True,
                     "prepare_threshold": None,
+                    # libpq's least: LINE has stopped waiting by then, and the thread is free.
+                    "connect_timeout": 2,
                 }
             backend = load_backend(settings_dict["ENGINE"])
             wrapper = backend.DatabaseWrapper(settings_dict, self.alias)

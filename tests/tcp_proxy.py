@@ -9,7 +9,8 @@ import threading
 
 class TcpProxy:
     """Forwards each connection to `target`; `down()` cuts every open one and closes new ones as
-    they arrive, `up()` forwards again."""
+    they arrive; `hang()` leaves open ones be and accepts new ones without a word (a server that
+    is overloaded or half gone); `up()` forwards again."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -17,7 +18,9 @@ class TcpProxy:
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
+        self._held: list[socket.socket] = []
         self._up = True
+        self._hanging = False
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -28,13 +31,21 @@ class TcpProxy:
         for sock in cut:
             _close(sock)
 
+    def hang(self) -> None:
+        with self._lock:
+            self._hanging = True
+
     def up(self) -> None:
         with self._lock:
-            self._up = True
+            self._up, self._hanging = True, False
+            held, self._held = self._held, []
+        for sock in held:
+            _close(sock)
 
     def close(self) -> None:
         self._closed = True
         self.down()
+        self.up()  # closes what hang() held
         _close(self._listener)
 
     def _accept(self) -> None:
@@ -44,7 +55,11 @@ class TcpProxy:
             except OSError:
                 return
             with self._lock:
-                forwarding = self._up
+                forwarding, hanging = self._up, self._hanging
+                if hanging:
+                    self._held.append(client)
+            if hanging:
+                continue
             if not forwarding:
                 _close(client)
                 continue

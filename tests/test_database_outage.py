@@ -12,7 +12,7 @@ import pytest
 import requests
 from django.db import connection, transaction
 
-from sessions_app.models import ChatSession, Message
+from sessions_app.models import ChatSession, InboundEvent, Message
 from tests.conftest import BridgeAPI, wait_until
 from tests.fakes.line import redelivered, text_event
 from tests.tcp_proxy import TcpProxy
@@ -40,6 +40,12 @@ def user_texts(livechat, line_id: str) -> list[str]:
 def webhook_statuses(livechat, envelope: dict) -> list[int | None]:
     """What the bridge answered each time the fake LiveChat posted `envelope`."""
     return [status for sent, status in livechat.webhooks_sent if sent == envelope]
+
+
+def proxied_database_url(proxy: TcpProxy) -> str:
+    """The test database's URL, through `proxy`."""
+    s = connection.settings_dict
+    return f"postgres://{s['USER']}:{s['PASSWORD']}@127.0.0.1:{proxy.port}/{s['NAME']}"
 
 
 @pytest.fixture
@@ -99,10 +105,7 @@ def test_postgres_away_then_back_every_caller_retries_and_each_message_arrives_o
         url = web_process(
             WEB_CONCURRENCY="1",
             GUNICORN_THREADS="8",
-            DATABASE_URL=(
-                f"postgres://{settings_dict['USER']}:{settings_dict['PASSWORD']}"
-                f"@127.0.0.1:{proxy.port}/{settings_dict['NAME']}"
-            ),
+            DATABASE_URL=proxied_database_url(proxy),
         )
         line.webhook_url, livechat.webhook_url = f"{url}/line/webhook", f"{url}/livechat/webhook"
         api = BridgeAPI(url)
@@ -227,3 +230,25 @@ def test_an_init_interrupted_after_livechat_started_the_chat_is_retried_into_tha
     session = ChatSession.objects.get(line_id="U1")
     assert list(livechat.chats) == [session.chat_id]  # the same chat, found again
     assert user_texts(livechat, "U1") == ["hello"]
+
+
+@postgres_only
+def test_a_postgres_that_accepts_but_never_answers_holds_a_line_webhook_2_s_at_most(
+    line, web_process
+):
+    settings_dict = connection.settings_dict
+    proxy = TcpProxy((settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432)))
+    try:
+        url = web_process(DATABASE_URL=proxied_database_url(proxy))
+        line.webhook_url = f"{url}/line/webhook"
+        event = text_event(USER, "anyone?")
+        proxy.hang()  # the web process's first webhook opens the inbox's connection now
+        started = time.monotonic()
+        status, _ = line.post_events([event])
+        waited = time.monotonic() - started
+        assert status == 503 and waited < 4  # psycopg alone would wait 130 s to connect
+        proxy.up()
+        assert line.post_events([redelivered(event)])[0] == 200
+    finally:
+        proxy.close()
+    assert InboundEvent.objects.get().event_id == event["webhookEventId"]
