@@ -41,7 +41,10 @@ def bridge_pool_options(url: str) -> dict[str, Any]:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DEBUG", "1")  # no SECRET_KEY or ALLOWED_HOSTS needed to read them
     settings = importlib.import_module("bridge.settings")
-    return dict(settings.DATABASES["default"]["OPTIONS"]["pool"])
+    options = settings.DATABASES["default"]["OPTIONS"]
+    if "pool" not in options:
+        raise SystemExit("no pool to measure: unset DATABASE_POOL_SIZE=0")
+    return dict(options["pool"])
 
 
 def lag_after(url: str, outage: float, **pool_options: Any) -> float:

@@ -117,7 +117,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Seconds to connect, or fail. psycopg waits 130 s by default: a server that accepts but
     # does not answer (overloaded, half failed over) would hold a request thread, or one of the
     # pool's connecting threads, for that long. The LINE inbox waits 2 (inbox.py).
-    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
 
 # Postgres: each process takes Django's connections from a pool of at most this many, shared by
 # its threads, instead of one persistent connection per thread. Threads are sized for long polls

@@ -119,8 +119,9 @@ def user_open_chat(
             session.chat_id = started["chat_id"]
             session.thread_id = started.get("thread_id", "")
         else:
-            chat = api.get_chat(chat_id=session.chat_id)
-            if not (chat.get("thread") or {}).get("active"):
+            thread = api.get_chat(chat_id=session.chat_id).get("thread") or {}
+            session.thread_id = thread.get("id") or session.thread_id
+            if not thread.get("active"):
                 answer = api.resume_chat(
                     chat_id=session.chat_id, events=[], group_id=settings.LIVECHAT_GROUP_ID
                 )
@@ -350,7 +351,7 @@ def deliver_to_agent(message: Message) -> None:
         _create_customer(api, session)
     # Media is fetched from LINE and uploaded here, in the worker, never in the webhook.
     event = media.agent_event(message, api)
-    chat_id_before = session.chat_id
+    chat_id_before, thread_id_before = session.chat_id, session.thread_id
     answer = _start_chat(api, session, events=[event]) if not session.chat_id else None
     if answer is not None:
         session.chat_id = answer["chat_id"]
@@ -362,21 +363,23 @@ def deliver_to_agent(message: Message) -> None:
             answer = api.resume_chat(
                 chat_id=session.chat_id, events=[event], group_id=settings.LIVECHAT_GROUP_ID
             )
-    _record_chat(session, chat_id_before, answer.get("thread_id") or session.thread_id)
+    session.thread_id = answer.get("thread_id") or session.thread_id
+    _record_chat(session, chat_id_before, thread_id_before)
     message.livechat_chat_id = session.chat_id
     message.livechat_thread_id = session.thread_id
     # The user's event is the last of the initial events (a filled pre-chat form comes first).
     message.livechat_event_id = (answer.get("event_ids") or [""])[-1]
 
 
-def _record_chat(session: ChatSession, chat_id_before: str, thread_id: str) -> None:
-    """Keep the chat and thread a message went to. Written only when they changed, and the state
-    only from new or ended: an `incoming_chat` webhook may have just said queued or with-agent."""
+def _record_chat(session: ChatSession, chat_id_before: str, thread_id_before: str) -> None:
+    """Keep the chat and thread a message went to (`session`'s, against what they were before the
+    send). Written only when they changed, and the state only from new or ended: an
+    `incoming_chat` webhook may have just said queued or with-agent."""
     updates: dict[str, Any] = {}
     if session.chat_id != chat_id_before:
         updates["chat_id"] = session.chat_id
-    if thread_id != session.thread_id:
-        updates["thread_id"] = session.thread_id = thread_id
+    if session.thread_id != thread_id_before:
+        updates["thread_id"] = session.thread_id
     if not updates and session.state not in (State.NEW, State.ENDED):
         return
     now = timezone.now()

@@ -202,7 +202,7 @@ def web_process(settings, processes, tmp_path) -> Callable[..., str]:
         def answers() -> bool:
             try:
                 return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or busy starting
                 return process.poll() is not None  # ended: let the assertion below say so
 
         wait_until(answers, 30)

@@ -157,7 +157,7 @@ def test_postgres_away_then_back_every_caller_retries_and_each_message_arrives_o
         sent = api.post("/send", {"line_id": "U1", "message": "sent in the outage"})
         recovered_in = time.monotonic() - started
         assert (sent.status_code, sent.json()["type"]) == (200, "send")
-        assert recovered_in < 2, recovered_in
+        assert recovered_in < 4, recovered_in  # psycopg_pool's own retry came at 15 s
         assert line.post_events([redelivered(from_line)])[0] == 200
         assert livechat.post_webhook(from_agent) == 200
         assert livechat.post_webhook(from_agent) == 200
@@ -229,6 +229,7 @@ def test_an_init_interrupted_after_livechat_started_the_chat_is_retried_into_tha
     drain()
     session = ChatSession.objects.get(line_id="U1")
     assert list(livechat.chats) == [session.chat_id]  # the same chat, found again
+    assert session.thread_id == livechat.chats[session.chat_id]["threads"][-1]["id"]
     assert user_texts(livechat, "U1") == ["hello"]
 
 
