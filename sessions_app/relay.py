@@ -503,7 +503,7 @@ def _filled_prechat_form(
 def _already_in_chat(api: CustomerChatAPI, session: ChatSession, message: Message) -> bool:
     """After an attempt whose outcome we never saw: did LiveChat take it? (custom_id is ours)."""
     if not session.chat_id and _found_lost_chat(api, session):
-        session.save(update_fields=["chat_id", "updated_at"])
+        session.save(update_fields=["chat_id", "thread_id", "updated_at"])
     if not session.chat_id:
         return False
     chat = api.get_chat(chat_id=session.chat_id)
