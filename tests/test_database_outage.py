@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -42,10 +44,26 @@ def webhook_statuses(livechat, envelope: dict) -> list[int | None]:
     return [status for sent, status in livechat.webhooks_sent if sent == envelope]
 
 
-def proxied_database_url(proxy: TcpProxy) -> str:
-    """The test database's URL, through `proxy`."""
+@pytest.fixture
+def postgres_proxy() -> Iterator[tuple[TcpProxy, str]]:
+    """A TCP proxy in front of the test's Postgres server, and the database's URL through it."""
     s = connection.settings_dict
-    return f"postgres://{s['USER']}:{s['PASSWORD']}@127.0.0.1:{proxy.port}/{s['NAME']}"
+    proxy = TcpProxy((s["HOST"] or "127.0.0.1", int(s["PORT"] or 5432)))
+    try:
+        yield proxy, f"postgres://{s['USER']}:{s['PASSWORD']}@127.0.0.1:{proxy.port}/{s['NAME']}"
+    finally:
+        proxy.close()
+
+
+@contextmanager
+def sessions_locked() -> Iterator[None]:
+    """Sessions can be read but not written until the block ends (a worker or request with a
+    `lock_timeout` gets OperationalError)."""
+    table = connection.ops.quote_name(ChatSession._meta.db_table)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+        yield
 
 
 @pytest.fixture
@@ -97,75 +115,67 @@ def test_an_agent_reply_locked_out_of_sqlite_is_a_503_and_livechats_resend_goes_
 
 @postgres_only
 def test_postgres_away_then_back_every_caller_retries_and_each_message_arrives_once(
-    line, livechat, drain, web_process
+    line, livechat, drain, web_process, postgres_proxy
 ):
-    settings_dict = connection.settings_dict
-    proxy = TcpProxy((settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432)))
-    try:
-        url = web_process(
-            WEB_CONCURRENCY="1",
-            GUNICORN_THREADS="8",
-            DATABASE_URL=proxied_database_url(proxy),
-        )
-        line.webhook_url, livechat.webhook_url = f"{url}/line/webhook", f"{url}/livechat/webhook"
-        api = BridgeAPI(url)
-        assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
-        chat_id = ChatSession.objects.get(line_id="U1").chat_id
-        from_line = text_event(USER, "written during the outage")
+    proxy, database_url = postgres_proxy
+    url = web_process(WEB_CONCURRENCY="1", GUNICORN_THREADS="8", DATABASE_URL=database_url)
+    line.webhook_url, livechat.webhook_url = f"{url}/line/webhook", f"{url}/livechat/webhook"
+    api = BridgeAPI(url)
+    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
+    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+    from_line = text_event(USER, "written during the outage")
 
-        proxy.down()  # every connection the web process had is cut; new ones are refused
-        went_down = time.monotonic()
-        answers: dict[str, object] = {}
+    proxy.down()  # every connection the web process had is cut; new ones are refused
+    went_down = time.monotonic()
+    answers: dict[str, object] = {}
 
-        def call(name: str, do) -> None:
-            started = time.monotonic()
-            try:
-                answers[name] = (do(), time.monotonic() - started)
-            except Exception as exc:  # the assertions below show it
-                answers[name] = (exc, time.monotonic() - started)
-
-        calls = {
-            "send": lambda: api.post("/send", {"line_id": "U1", "message": "sent in the outage"}),
-            "line": lambda: line.post_events([from_line])[0],
-            "livechat": lambda: livechat.agent_says(chat_id, "answered during the outage"),
-            "healthz": lambda: requests.get(f"{url}/healthz", timeout=15).status_code,
-        }
-        threads = [threading.Thread(target=call, args=item) for item in calls.items()]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        # Away for 8 s: the pool's own retries (after 1, 2, 4, 8 s) would next try at 15 s.
-        time.sleep(max(0.0, 8 - (time.monotonic() - went_down)))
-        proxy.up()
-
-        sent, send_took = answers["send"]
-        assert (sent.status_code, sent.json()) == (503, UNAVAILABLE)
-        assert sent.headers["Retry-After"] == "5"
-        assert 4 < send_took < 7  # the pool's 5 s wait for a connection, then the answer
-        assert answers["line"][0] == 503  # its own connection: refused at once
-        assert answers["line"][1] < 2  # well inside LINE's 2 s, so LINE redelivers
-        from_agent, webhook_took = answers["livechat"]
-        assert webhook_statuses(livechat, from_agent) == [503]
-        assert webhook_took < 7  # LiveChat waits ~10 s for an answer
-        assert answers["healthz"][0] == 503
-        assert not Message.objects.filter(direction=Message.Direction.TO_AGENT).exists()
-        assert not Message.objects.filter(direction=Message.Direction.TO_USER).exists()
-
-        # Back: each caller's first retry is taken, at once, and once.
+    def call(name: str, do) -> None:
         started = time.monotonic()
-        sent = api.post("/send", {"line_id": "U1", "message": "sent in the outage"})
-        recovered_in = time.monotonic() - started
-        assert (sent.status_code, sent.json()["type"]) == (200, "send")
-        assert recovered_in < 4, recovered_in  # psycopg_pool's own retry came at 15 s
-        assert line.post_events([redelivered(from_line)])[0] == 200
-        assert livechat.post_webhook(from_agent) == 200
-        assert livechat.post_webhook(from_agent) == 200
-        reply = api.call("/messages", {"line_id": "U1", "wait": 1})
-        assert reply == {"type": "message", "message": "answered during the outage"}
-        assert api.call("/messages", {"line_id": "U1", "wait": 0.1})["message"] == ""
-    finally:
-        proxy.close()
+        try:
+            answers[name] = (do(), time.monotonic() - started)
+        except Exception as exc:  # the assertions below show it
+            answers[name] = (exc, time.monotonic() - started)
+
+    calls = {
+        "send": lambda: api.post("/send", {"line_id": "U1", "message": "sent in the outage"}),
+        "line": lambda: line.post_events([from_line])[0],
+        "livechat": lambda: livechat.agent_says(chat_id, "answered during the outage"),
+        "healthz": lambda: requests.get(f"{url}/healthz", timeout=15).status_code,
+    }
+    threads = [threading.Thread(target=call, args=item) for item in calls.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    # Away for 8 s: the pool's own retries (after 1, 2, 4, 8 s) would next try at 15 s.
+    time.sleep(max(0.0, 8 - (time.monotonic() - went_down)))
+    proxy.up()
+
+    sent, send_took = answers["send"]
+    assert (sent.status_code, sent.json()) == (503, UNAVAILABLE)
+    assert sent.headers["Retry-After"] == "5"
+    assert 4 < send_took < 7  # the pool's 5 s wait for a connection, then the answer
+    assert answers["line"][0] == 503  # its own connection: refused at once
+    assert answers["line"][1] < 2  # well inside LINE's 2 s, so LINE redelivers
+    from_agent, webhook_took = answers["livechat"]
+    assert webhook_statuses(livechat, from_agent) == [503]
+    assert webhook_took < 7  # LiveChat waits ~10 s for an answer
+    assert answers["healthz"][0] == 503
+    assert not Message.objects.filter(direction=Message.Direction.TO_AGENT).exists()
+    assert not Message.objects.filter(direction=Message.Direction.TO_USER).exists()
+
+    # Back: each caller's first retry is taken, at once, and once.
+    started = time.monotonic()
+    sent = api.post("/send", {"line_id": "U1", "message": "sent in the outage"})
+    recovered_in = time.monotonic() - started
+    assert (sent.status_code, sent.json()["type"]) == (200, "send")
+    assert recovered_in < 4, recovered_in  # psycopg_pool's own retry came at 15 s
+    assert line.post_events([redelivered(from_line)])[0] == 200
+    assert livechat.post_webhook(from_agent) == 200
+    assert livechat.post_webhook(from_agent) == 200
+    reply = api.call("/messages", {"line_id": "U1", "wait": 1})
+    assert reply == {"type": "message", "message": "answered during the outage"}
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.1})["message"] == ""
     drain()
     assert user_texts(livechat, "U1") == ["sent in the outage"]
     assert user_texts(livechat, USER) == ["written during the outage"]
@@ -180,12 +190,9 @@ def test_a_send_the_database_interrupts_is_retried_and_reaches_livechat_once(
     livechat.agent_ends_chat(session.chat_id)
     assert api.call("/send", {"line_id": "U1", "message": "back again"})["type"] == "send"
     message = Message.objects.get(body="back again")
-    table = connection.ops.quote_name(ChatSession._meta.db_table)
-    with transaction.atomic():
-        # Sessions can be read, not written: the worker's record of the resumed chat's new
-        # thread, after LiveChat has the message, fails once its lock wait runs out.
-        with connection.cursor() as cursor:
-            cursor.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+    with sessions_locked():
+        # The worker's record of the resumed chat's new thread, after LiveChat has the message,
+        # fails once its lock wait runs out.
         worker_process(PGOPTIONS="-c lock_timeout=300")
         wait_until(lambda: "lock timeout" in Message.objects.get(pk=message.pk).last_error)
         interrupted = Message.objects.get(pk=message.pk)
@@ -212,11 +219,8 @@ def test_an_init_interrupted_after_livechat_started_the_chat_is_retried_into_tha
     opening = threading.Thread(target=lambda: answers.append(api.post("/init", {"line_id": "U1"})))
     opening.start()
     wait_until(lambda: livechat.calls_to("start_chat"))
-    table = connection.ops.quote_name(ChatSession._meta.db_table)
-    with transaction.atomic():
+    with sessions_locked():
         # LiveChat is starting the chat; the bridge's record of it will wait 300 ms, then fail.
-        with connection.cursor() as cursor:
-            cursor.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
         opening.join(15)
     (interrupted,) = answers
     assert (interrupted.status_code, interrupted.json()) == (503, UNAVAILABLE)
@@ -235,21 +239,16 @@ def test_an_init_interrupted_after_livechat_started_the_chat_is_retried_into_tha
 
 @postgres_only
 def test_a_postgres_that_accepts_but_never_answers_holds_a_line_webhook_2_s_at_most(
-    line, web_process
+    line, web_process, postgres_proxy
 ):
-    settings_dict = connection.settings_dict
-    proxy = TcpProxy((settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432)))
-    try:
-        url = web_process(DATABASE_URL=proxied_database_url(proxy))
-        line.webhook_url = f"{url}/line/webhook"
-        event = text_event(USER, "anyone?")
-        proxy.hang()  # the web process's first webhook opens the inbox's connection now
-        started = time.monotonic()
-        status, _ = line.post_events([event])
-        waited = time.monotonic() - started
-        assert status == 503 and waited < 4  # psycopg alone would wait 130 s to connect
-        proxy.up()
-        assert line.post_events([redelivered(event)])[0] == 200
-    finally:
-        proxy.close()
+    proxy, database_url = postgres_proxy
+    line.webhook_url = f"{web_process(DATABASE_URL=database_url)}/line/webhook"
+    event = text_event(USER, "anyone?")
+    proxy.hang()  # the web process's first webhook opens the inbox's connection now
+    started = time.monotonic()
+    status, _ = line.post_events([event])
+    waited = time.monotonic() - started
+    assert status == 503 and waited < 4  # psycopg alone would wait 130 s to connect
+    proxy.up()
+    assert line.post_events([redelivered(event)])[0] == 200
     assert InboundEvent.objects.get().event_id == event["webhookEventId"]
