@@ -522,15 +522,24 @@ def _already_in_chat(api: CustomerChatAPI, session: ChatSession, message: Messag
 def _delete_unsent(api: CustomerChatAPI, action: Message) -> None:
     """The user unsent a message that had already reached LiveChat: remove it there too."""
     target = Message.objects.filter(pk=action.payload.get("message_id")).first()
-    if target is None or not target.livechat_event_id:
+    if target is None or not target.livechat_event_id or target.payload.get("unsent"):
         return
-    api.delete_event(
-        chat_id=target.livechat_chat_id,
-        thread_id=target.livechat_thread_id,
-        event_id=target.livechat_event_id,
-    )
+    # After a lost answer the delete may have been made: a second one would be refused as an
+    # unknown event, and the removal the user asked for marked failed although it happened.
+    if not action.uncertain or _event_in_thread(api, target):
+        api.delete_event(
+            chat_id=target.livechat_chat_id,
+            thread_id=target.livechat_thread_id,
+            event_id=target.livechat_event_id,
+        )
     target.payload = {**target.payload, "unsent": True}
     target.save(update_fields=["payload"])
+
+
+def _event_in_thread(api: CustomerChatAPI, message: Message) -> bool:
+    chat = api.get_chat(chat_id=message.livechat_chat_id, thread_id=message.livechat_thread_id)
+    events = (chat.get("thread") or {}).get("events") or []
+    return any(event.get("id") == message.livechat_event_id for event in events)
 
 
 def _fill_in_profile(session: ChatSession) -> None:

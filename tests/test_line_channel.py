@@ -358,6 +358,28 @@ def test_unsend_after_delivery_removes_it_on_livechat(line, livechat, drain):
     assert chat_texts(livechat, session_of()) == ["keep"]
 
 
+@pytest.mark.parametrize("removed_before_the_timeout", [True, False])
+def test_unsend_whose_answer_was_lost_is_removed_once_and_not_failed(
+    line, livechat, drain, settings, removed_before_the_timeout
+):
+    settings.VENDOR_TIMEOUT = (1.0, 0.3)
+    oops = text_event(USER, "oops")
+    line.post_events([oops])
+    drain()
+    if removed_before_the_timeout:
+        livechat.slow("delete_event", 1.0)  # removed on LiveChat; the answer comes too late
+    else:
+        livechat.fail("delete_event", delay=1.0)  # nothing removed, and no answer in time
+    line.post_events([unsend_event(USER, oops["message"]["id"])])
+    drain()
+    time.sleep(1.0)  # let the slow answer finish on the fake's side
+    removal = Message.objects.get(kind=Message.Kind.UNSEND)
+    assert removal.status == Message.Status.SENT, removal.last_error
+    assert chat_texts(livechat, session_of()) == []
+    assert len(livechat.calls_to("delete_event")) == (1 if removed_before_the_timeout else 2)
+    assert Message.objects.get(body="oops").payload.get("unsent") is True
+
+
 def test_follow_greets_by_reply_when_configured(line, livechat, drain, settings):
     settings.LINE_FOLLOW_GREETING = "Welcome!"
     line.post_events([follow_event(USER)])
