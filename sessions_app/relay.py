@@ -741,7 +741,12 @@ def deliver_to_user(batch: Sequence[Message]) -> None:
         except LineError as exc:
             if exc.retryable:
                 raise
-            # The token expired or was used: the greeting still matters more than the quota.
+            if head.uncertain:
+                # A token is single-use and a reply takes no retry key: the reply whose answer
+                # was lost used it, so the user has the greeting, and a push would double it.
+                logger.info("reply token already used by an unanswered reply message=%s", head.pk)
+                return
+            # The token expired: the greeting still matters more than the quota.
     try:
         result = line_client.push(head.session.line_id, messages, retry_key=str(head.retry_key))
     except LineError as exc:
@@ -752,5 +757,9 @@ def deliver_to_user(batch: Sequence[Message]) -> None:
         head.payload = {**head.payload, "push_batch": [head.pk]}
         Message.objects.filter(pk=head.pk).update(payload=head.payload)
         raise line_errors.RetryableError(f"batch refused, retrying one by one: {exc}") from exc
-    for row, message_id in zip(batch, result.sent_message_ids, strict=False):
-        row.line_message_id = message_id
+    # One row may have become several message objects (a split text): each keeps its first id.
+    sent = iter(result.sent_message_ids)
+    for row in batch:
+        ids = [message_id for _, message_id in zip(line_messages_for(row), sent, strict=False)]
+        if ids:
+            row.line_message_id = ids[0]

@@ -291,6 +291,22 @@ def test_long_agent_text_is_split_at_5000_utf16_units(line, livechat, drain):
     assert len(received) == 2 and "".join(received) == text
 
 
+def test_each_agent_message_of_a_push_keeps_its_own_line_message_id(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    livechat.agent_says(session_of().chat_id, "a" * 6000)  # two LINE messages
+    livechat.agent_says(session_of().chat_id, "short")
+    drain()
+    (push,) = line.calls_to("/v2/bot/message/push")
+    _, sent = line.accepted_retry_keys[push.headers["x-line-retry-key"]]
+    assert len(sent) == 3
+    long_row, short_row = Message.objects.filter(
+        direction=Message.Direction.TO_USER, kind=Message.Kind.TEXT
+    ).order_by("id")
+    assert long_row.line_message_id == sent[0]["id"]
+    assert short_row.line_message_id == sent[2]["id"]
+
+
 def test_permanent_line_error_is_recorded_with_its_cause(line, livechat, drain):
     line.post_events([text_event(USER, "hi")])
     drain()
@@ -387,6 +403,18 @@ def test_follow_greets_by_reply_when_configured(line, livechat, drain, settings)
     assert line.texts_for(USER) == ["Welcome!"]
     assert len(line.calls_to("/v2/bot/message/reply")) == 1
     assert not line.calls_to("/v2/bot/message/push")
+
+
+def test_a_reply_whose_answer_was_lost_greets_once(line, livechat, drain, settings):
+    settings.LINE_FOLLOW_GREETING = "Welcome!"
+    settings.VENDOR_TIMEOUT = (1.0, 0.3)
+    line.slow("/v2/bot/message/reply", 1.0)  # delivered, but answered too late
+    line.post_events([follow_event(USER)])
+    drain()
+    time.sleep(1.0)  # let the slow answer finish on the fake's side
+    assert line.texts_for(USER) == ["Welcome!"]
+    assert not line.calls_to("/v2/bot/message/push")
+    assert Message.objects.get(body="Welcome!").status == Message.Status.SENT
 
 
 def test_follow_without_greeting_sends_nothing(line, livechat, drain):
