@@ -133,6 +133,11 @@ class Message(models.Model):
         return f"bridge-{self.retry_key}"
 
 
+# The outcome of a LINE `unsend` that came before its message (LINE keeps no order between
+# deliveries): kept so that the message, when it comes, is not relayed.
+UNSEND_BEFORE_MESSAGE = "unsend: its message not seen yet"
+
+
 class InboundEvent(models.Model):
     """A vendor event we have accepted, once per vendor id, so that a redelivery is recognised
     and ignored.
@@ -163,7 +168,12 @@ class InboundEvent(models.Model):
         indexes = [
             models.Index(
                 fields=["id"], condition=models.Q(applied_at__isnull=True), name="inbound_pending"
-            )
+            ),
+            models.Index(
+                fields=["event_type"],
+                condition=models.Q(outcome=UNSEND_BEFORE_MESSAGE),
+                name="inbound_early_unsend",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -22,7 +22,7 @@ from .livechat.customer_api import CustomerChatAPI, filled_prechat_form
 from .livechat.errors import ChatInactive, LiveChatError, PermanentError
 from .livechat.tokens import SessionCustomer
 from .livechat.webhooks import LiveChatEvent
-from .models import ChatSession, InboundEvent, Message
+from .models import UNSEND_BEFORE_MESSAGE, ChatSession, InboundEvent, Message
 from .notices import notice_text
 
 logger = logging.getLogger(__name__)
@@ -578,7 +578,9 @@ def apply_line_inbox(limit: int = 10) -> int:
     try:
         with transaction.atomic():
             batch = _inbox_head(limit)
-            for record in batch:
+            # LINE keeps no order between deliveries: a user's events go by their timestamp
+            # (stable, so arrival order breaks ties).
+            for record in sorted(batch, key=lambda record: record.payload.get("timestamp") or 0):
                 record.outcome = _apply_line(event_from(record.payload))[:64]
                 record.applied_at = timezone.now()
             InboundEvent.objects.bulk_update(batch, ["outcome", "applied_at"])
@@ -633,26 +635,32 @@ def _apply_line(event: LineEvent) -> str:
             line_id=event.user_id, delivery_mode=ChatSession.DeliveryMode.PUSH
         )
         kind = event.message_type if event.message_type in Kind.values else Kind.OTHER
-        user_said(
+        line_message_id = str(event.message.get("id", ""))
+        message = user_said(
             session=session,
             text=event.readable_text(),
             kind=kind,
             payload={"line_message": event.message},
             source_event_id=event.event_id,
-            line_message_id=str(event.message.get("id", "")),
+            line_message_id=line_message_id,
         )
+        if _unsent_before_it_came(line_message_id):
+            Message.objects.filter(pk=message.pk).update(
+                status=Message.Status.CANCELLED, last_error="unsent by the user"
+            )
+            return "unsent: stopped"
         return "relayed"
     session = ChatSession.objects.filter(line_id=event.user_id).first()
     if event.type == "follow":
         greeting = settings.LINE_FOLLOW_GREETING
-        if not greeting or not event.reply_token:
+        if not greeting:
             return "followed"
         session = session or session_get_or_create(
             line_id=event.user_id, delivery_mode=ChatSession.DeliveryMode.PUSH
         )
-        to_user(
-            session, kind=Kind.NOTICE, text=greeting, payload={"reply_token": event.reply_token}
-        )
+        # By reply, which is free; a follow that came without a reply token is greeted by push.
+        payload = {"reply_token": event.reply_token} if event.reply_token else {}
+        to_user(session, kind=Kind.NOTICE, text=greeting, payload=payload)
         return "greeted"
     if session is None:
         return f"ignored: {event.type} of an unknown user"
@@ -663,10 +671,15 @@ def _apply_line(event: LineEvent) -> str:
     if event.type == "unsend":
         return _unsend(session, str((event.raw.get("unsend") or {}).get("messageId", "")))
     if event.type == "postback":
-        data = str((event.raw.get("postback") or {}).get("data", ""))
+        postback = event.raw.get("postback") or {}
+        text = f"[postback] {postback.get('data', '')}"
+        params = postback.get("params")
+        if isinstance(params, dict) and params:
+            # What the user picked (a date, a time, a rich menu), which `data` does not carry.
+            text += " (" + ", ".join(f"{key}: {value}" for key, value in params.items()) + ")"
         user_said(
             session=session,
-            text=f"[postback] {data}",
+            text=text,
             kind=Kind.OTHER,
             payload={"postback": event.raw.get("postback")},
             source_event_id=event.event_id,
@@ -680,8 +693,10 @@ def _unsend(session: ChatSession, line_message_id: str) -> str:
     target = session.messages.filter(
         line_message_id=line_message_id, direction=Message.Direction.TO_AGENT
     ).first()
-    if target is None or not line_message_id:
+    if not line_message_id:
         return "ignored: unsend of an unknown message"
+    if target is None:
+        return UNSEND_BEFORE_MESSAGE
     stopped = Message.objects.filter(
         pk=target.pk, status=Message.Status.PENDING, leased_until=None
     ).update(status=Message.Status.CANCELLED, last_error="unsent by the user")
@@ -690,6 +705,18 @@ def _unsend(session: ChatSession, line_message_id: str) -> str:
     # Queued behind the original in the same mailbox, so it runs only once that one is sent.
     user_said(session=session, text="", kind=Kind.UNSEND, payload={"message_id": target.pk})
     return "unsent: removal queued"
+
+
+def _unsent_before_it_came(line_message_id: str) -> bool:
+    return (
+        bool(line_message_id)
+        and InboundEvent.objects.filter(
+            source=InboundEvent.Source.LINE,
+            event_type="unsend",
+            outcome=UNSEND_BEFORE_MESSAGE,
+            payload__unsend__messageId=line_message_id,
+        ).exists()
+    )
 
 
 # --- delivery to LINE by push (called by the worker) ----------------------------------------

@@ -14,6 +14,7 @@ import requests
 from sessions_app.models import ChatSession, InboundEvent, Message
 from tests.conftest import wait_until
 from tests.fakes.line import (
+    base_event,
     follow_event,
     redelivered,
     sign,
@@ -374,6 +375,33 @@ def test_unsend_after_delivery_removes_it_on_livechat(line, livechat, drain):
     assert chat_texts(livechat, session_of()) == ["keep"]
 
 
+def test_a_users_events_from_separate_deliveries_go_in_timestamp_order(line, livechat, drain):
+    now = int(time.time() * 1000)
+    line.post_events([text_event(USER, "second", timestamp=now + 5)])
+    line.post_events([text_event(USER, "first", timestamp=now)])
+    drain()
+    assert chat_texts(livechat, session_of()) == ["first", "second"]
+
+
+@pytest.mark.parametrize("applied_apart", [False, True])
+def test_an_unsend_delivered_before_its_message_keeps_it_from_the_agent(
+    line, livechat, drain, applied_apart
+):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    now = int(time.time() * 1000)
+    oops = text_event(USER, "oops", timestamp=now)
+    line.post_events([unsend_event(USER, oops["message"]["id"], timestamp=now + 10)])
+    if applied_apart:  # the message's delivery came after the unsend had been applied
+        drain()
+    line.post_events([oops])
+    line.post_events([text_event(USER, "after", timestamp=now + 20)])
+    drain()
+    assert chat_texts(livechat, session_of()) == ["hi", "after"]
+    assert Message.objects.get(body="oops").status == Message.Status.CANCELLED
+    assert not livechat.calls_to("delete_event")
+
+
 @pytest.mark.parametrize("removed_before_the_timeout", [True, False])
 def test_unsend_whose_answer_was_lost_is_removed_once_and_not_failed(
     line, livechat, drain, settings, removed_before_the_timeout
@@ -415,6 +443,25 @@ def test_a_reply_whose_answer_was_lost_greets_once(line, livechat, drain, settin
     assert line.texts_for(USER) == ["Welcome!"]
     assert not line.calls_to("/v2/bot/message/push")
     assert Message.objects.get(body="Welcome!").status == Message.Status.SENT
+
+
+def test_a_follow_without_a_reply_token_is_greeted_by_push(line, livechat, drain, settings):
+    settings.LINE_FOLLOW_GREETING = "Welcome!"
+    line.post_events([follow_event(USER, replyToken=None)])
+    drain()
+    assert line.texts_for(USER) == ["Welcome!"]
+    assert len(line.calls_to("/v2/bot/message/push")) == 1
+
+
+def test_a_postback_reaches_the_agent_with_what_the_user_picked(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    postback = {"data": "action=book", "params": {"datetime": "2026-12-24T18:30"}}
+    line.post_events([base_event("postback", USER, postback=postback)])
+    drain()
+    assert chat_texts(livechat, session_of())[-1] == (
+        "[postback] action=book (datetime: 2026-12-24T18:30)"
+    )
 
 
 def test_follow_without_greeting_sends_nothing(line, livechat, drain):
