@@ -371,6 +371,15 @@ def test_app_json_matches_the_procfile_and_the_settings():
         assert spec.get("description"), name
 
 
+def test_app_json_hosts_admit_a_new_heroku_apps_address(client, settings, db):
+    # Heroku has named new apps <name>-<12 hex digits>.herokuapp.com since 2023.
+    hosts = json.loads((ROOT / "app.json").read_text())["env"]["ALLOWED_HOSTS"]["value"]
+    settings.ALLOWED_HOSTS = hosts.split(",")
+    response = client.get("/healthz", HTTP_HOST="my-line-bridge-1a2b3c4d5e6f.herokuapp.com")
+    assert response.status_code != 400
+    assert client.get("/healthz", HTTP_HOST="bridge.example.com").status_code == 400
+
+
 def test_the_https_redirect_is_for_browsers_not_for_the_vendor_webhooks(client, settings, db):
     settings.SECURE_SSL_REDIRECT = True
     settings.LINE_CHANNEL_SECRET = "line-secret"
