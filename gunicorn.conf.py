@@ -2,11 +2,19 @@
 
 import os
 
+
+def _whole_number(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip() or str(default)
+    if not value.isdigit():
+        raise SystemExit(f"{name} must be a whole number, not {value!r}.")
+    return int(value)
+
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = _whole_number("WEB_CONCURRENCY", 2)
 # /messages holds a request for up to 25 s; threads keep one long poll from blocking a process.
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+threads = _whole_number("GUNICORN_THREADS", 8)
 # Heroku's router gives up after 30 s: a request must finish (or be killed) before that.
 timeout = 29
 graceful_timeout = 25
@@ -15,7 +23,7 @@ keepalive = 5
 # line-bot-sdk itself spent ~1 s of CPU before its first answer), and share its pages.
 preload_app = True
 # A guard against slow leaks, not a routine: recycling costs a fork and cold caches.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "20000"))
+max_requests = _whole_number("GUNICORN_MAX_REQUESTS", 20000)
 max_requests_jitter = max_requests // 10
 forwarded_allow_ips = "*"
 

@@ -30,7 +30,22 @@ def env_list(name: str) -> list[str]:
 
 def env_float(name: str, default: float) -> float:
     value = env_str(name)
-    return float(value) if value else default
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        # Named, so that a mistyped config var says which it is instead of a bare traceback.
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}.") from None
+
+
+def env_int(name: str, default: int | None) -> int | None:
+    value = env_str(name)
+    if not value:
+        return default
+    if not value.isdigit():
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.")
+    return int(value)
 
 
 DEBUG = env_bool("DEBUG")
@@ -124,10 +139,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 # (GUNICORN_THREADS), not for the database: one connection per thread took 16 for the web dyno
 # and 5 for the worker, past the 20 that the smallest Heroku Postgres plans allow. 0: no
 # pool, a persistent connection per thread.
-_pool_size = env_str("DATABASE_POOL_SIZE", "4")
-if not _pool_size.isdigit():
-    raise ImproperlyConfigured(f"DATABASE_POOL_SIZE must be a whole number, not {_pool_size!r}.")
-DATABASE_POOL_SIZE = int(_pool_size)
+DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 4)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_SIZE:
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # given back to the pool, which keeps it open
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
@@ -194,6 +206,11 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {env_str('LOG_LEVEL')!r}."
+    )
 # One line per record, key=value (logfmt, as Heroku's router writes), with the request id, and
 # bearer tokens and the configured secrets masked (sessions_app/request_log.py).
 LOGGING = {
@@ -208,7 +225,7 @@ LOGGING = {
             "filters": ["request_id"],
         }
     },
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
 
@@ -227,7 +244,7 @@ LIVECHAT_CLIENT_SECRET = env_str("LIVECHAT_CLIENT_SECRET")
 LIVECHAT_ORGANIZATION_ID = env_str("LIVECHAT_ORGANIZATION_ID")
 LIVECHAT_REFRESH_TOKEN = env_str("LIVECHAT_REFRESH_TOKEN")
 LIVECHAT_WEBHOOK_SECRET = env_str("LIVECHAT_WEBHOOK_SECRET")
-LIVECHAT_GROUP_ID = int(env_str("LIVECHAT_GROUP_ID")) if env_str("LIVECHAT_GROUP_ID") else None
+LIVECHAT_GROUP_ID = env_int("LIVECHAT_GROUP_ID", None)
 LIVECHAT_PAT = env_str("LIVECHAT_PAT")
 LIVECHAT_ACCOUNT_ID = env_str("LIVECHAT_ACCOUNT_ID")
 LIVECHAT_API_BASE_URL = env_str("LIVECHAT_API_BASE_URL", "https://api.livechatinc.com")
@@ -243,7 +260,7 @@ DELIVERY_LEASE_SECONDS = env_float("DELIVERY_LEASE_SECONDS", 60.0)
 DELIVERY_BACKOFF_BASE = env_float("DELIVERY_BACKOFF_BASE", 2.0)
 DELIVERY_BACKOFF_MAX = env_float("DELIVERY_BACKOFF_MAX", 300.0)
 DELIVERY_MAX_AGE_SECONDS = env_float("DELIVERY_MAX_AGE_SECONDS", 24 * 3600.0)
-DELIVERY_THREADS = int(env_str("DELIVERY_THREADS", "4"))
+DELIVERY_THREADS = env_int("DELIVERY_THREADS", 4)
 
 # /messages long poll.
 MESSAGES_MAX_WAIT = 25.0
@@ -252,7 +269,14 @@ MESSAGES_POLL_INTERVAL = env_float("MESSAGES_POLL_INTERVAL", 0.1)
 # Notices the bridge sends users: Japanese by default, English for LINE users whose profile says
 # so. BRIDGE_NOTICE_TEXTS overrides any of them, as JSON: {"ended": {"ja": "...", "en": "..."}}.
 BRIDGE_DEFAULT_LANGUAGE = env_str("BRIDGE_DEFAULT_LANGUAGE", "ja")
-BRIDGE_NOTICE_TEXTS = json.loads(env_str("BRIDGE_NOTICE_TEXTS") or "{}")
+try:
+    BRIDGE_NOTICE_TEXTS = json.loads(env_str("BRIDGE_NOTICE_TEXTS") or "{}")
+except json.JSONDecodeError as exc:
+    raise ImproperlyConfigured(
+        f'BRIDGE_NOTICE_TEXTS must be JSON such as {{"ended": {{"ja": "..."}}}}: {exc}'
+    ) from None
+if not isinstance(BRIDGE_NOTICE_TEXTS, dict):
+    raise ImproperlyConfigured('BRIDGE_NOTICE_TEXTS must be a JSON object: {"ended": {...}}')
 
 # LiveChat connect (OAuth): the callback URL registered for the app in the Developer Console.
 # Empty: built from the request (https://<host>/livechat/connect/callback).
@@ -263,7 +287,7 @@ SANDBOX_UI = env_bool("SANDBOX_UI")
 
 # Rich messages (media, pre-chat forms). LiveChat's upload_file takes files up to 10 MB; larger
 # ones reach the agent as a note with their name and size.
-LIVECHAT_UPLOAD_MAX_BYTES = int(env_str("LIVECHAT_UPLOAD_MAX_BYTES", str(10 * 1024 * 1024)))
+LIVECHAT_UPLOAD_MAX_BYTES = env_int("LIVECHAT_UPLOAD_MAX_BYTES", 10 * 1024 * 1024)
 # Fill in the LiveChat group's pre-chat form (one get_form call per chat start) when it has one.
 LIVECHAT_PRECHAT_FORM = env_bool("LIVECHAT_PRECHAT_FORM", True)
 # A video or audio LINE is still preparing (202) is asked for again with the worker's backoff for

@@ -336,10 +336,52 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_malformed_rate_stops_the_release():
-    result = manage("check", env=production_env(BRIDGE_API_RATE="lots"))
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BRIDGE_API_RATE", "lots"),
+        ("DATABASE_POOL_SIZE", "x"),
+        ("DELIVERY_THREADS", "4.0"),
+        ("LIVECHAT_GROUP_ID", "sales"),
+        ("LIVECHAT_UPLOAD_MAX_BYTES", "10MB"),
+        ("VENDOR_READ_TIMEOUT", "10s"),
+        ("LOG_LEVEL", "verbose"),
+        ("BRIDGE_NOTICE_TEXTS", "{'ended': {'ja': 'x'}}"),
+        ("BRIDGE_NOTICE_TEXTS", '["ended"]'),
+    ],
+)
+def test_a_malformed_setting_stops_the_release_and_names_itself(name, value):
+    result = manage("check", env=production_env(**{name: value}))
     assert result.returncode != 0
-    assert "BRIDGE_API_RATE" in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("django.core.exceptions.ImproperlyConfigured: " + name), last_line
+
+
+def test_the_log_level_may_be_lower_case():
+    result = manage("check", env=production_env(LOG_LEVEL="debug"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_malformed_gunicorn_threads_stops_gunicorn_with_its_name():
+    env = production_env(GUNICORN_THREADS="eight", PORT="0")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "gunicorn.conf.py",
+            "--check-config",
+            "bridge.wsgi",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "GUNICORN_THREADS must be a whole number, not 'eight'" in result.stdout + result.stderr
 
 
 # --- Heroku ------------------------------------------------------------------------------------
