@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.checks import Warning, register
+from django.db import DatabaseError
 
 from .health import configuration_problems
 
@@ -19,8 +20,9 @@ WHAT_STOPS = {
 def vendor_settings(app_configs: Any, **kwargs: Any) -> list[Warning]:
     try:
         problems = configuration_problems()
-    except Exception:  # the database may not exist yet (before the first migrate)
-        return []
+    except DatabaseError:
+        # Not migrated yet (or unreachable): the settings still say what is missing.
+        problems = configuration_problems(read_database=False)
     return [
         Warning(
             f"{area}: not configured ({', '.join(missing)} unset): {WHAT_STOPS[area]}.",

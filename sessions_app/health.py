@@ -18,12 +18,12 @@ from .livechat.tokens import missing_settings, refused
 from .models import InboundEvent, LiveChatCredential, Message
 
 
-def configuration_problems() -> dict[str, list[str]]:
+def configuration_problems(*, read_database: bool = True) -> dict[str, list[str]]:
     """Per vendor, the settings that are missing (empty lists when all is set)."""
     line = [
         n for n in ("LINE_CHANNEL_SECRET", "LINE_CHANNEL_ACCESS_TOKEN") if not getattr(settings, n)
     ]
-    livechat = missing_settings()
+    livechat = missing_settings(read_database=read_database)
     if not settings.LIVECHAT_WEBHOOK_SECRET:
         livechat.append("LIVECHAT_WEBHOOK_SECRET")
     api = [] if settings.BRIDGE_API_KEY else ["BRIDGE_API_KEY"]

@@ -387,6 +387,18 @@ def test_malformed_gunicorn_threads_stops_gunicorn_with_its_name():
 # --- Heroku ------------------------------------------------------------------------------------
 
 
+def test_check_before_the_first_migrate_names_every_missing_vendor_setting():
+    env = production_env()  # no LINE_*, LIVECHAT_* or BRIDGE_API_KEY, a database not migrated
+    env.pop("BRIDGE_API_KEY", None)
+    result = manage("check", "--deploy", env=env)
+    Path(env["DATABASE_URL"].removeprefix("sqlite:///")).unlink(missing_ok=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "bridge.W001" in output and "LINE_CHANNEL_SECRET" in output
+    assert "bridge.W002" in output and "LIVECHAT_REFRESH_TOKEN" in output
+    assert "bridge.W003" in output and "BRIDGE_API_KEY" in output
+
+
 def test_deploy_check_has_no_security_warning():
     env = production_env()
     result = manage("check", "--deploy", env=env)

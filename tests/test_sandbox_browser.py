@@ -30,7 +30,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def sandbox(tmp_path):
+def sandbox_process(tmp_path):
     port, bridge_port = free_port(), free_port()
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bridge.settings", "DEBUG": "true"}
     for name in list(env):
@@ -65,12 +65,26 @@ def sandbox(tmp_path):
                 process.kill()
                 pytest.fail(f"the sandbox did not start:\n{process.stdout.read()}")
             time.sleep(0.3)
-    yield url
+    yield url, process
     process.terminate()
     try:
         process.wait(15)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@pytest.fixture
+def sandbox(sandbox_process):
+    return sandbox_process[0]
+
+
+def test_the_sandbox_says_nothing_is_missing(sandbox_process):
+    # Its bridge has every vendor setting (the stand-ins'), whatever the shell running it has.
+    _, process = sandbox_process
+    process.terminate()
+    output, _ = process.communicate(timeout=15)
+    assert "No real LINE or LiveChat account" in output
+    assert "not configured" not in output, output
 
 
 def test_round_trip_in_the_browser(sandbox, capsys):
