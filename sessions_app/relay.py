@@ -190,6 +190,16 @@ def to_user(session: ChatSession, *, kind: str, text: str, **fields: Any) -> Mes
     )
 
 
+def _pushable_parts(session: ChatSession, text: str) -> list[str]:
+    """`text` as rows of at most one push each (5 messages of 5,000 UTF-16 units), so that a
+    long agent text reaches LINE whole, each part with a retry key of its own."""
+    if session.route_to_user != Message.Route.LINE_PUSH:
+        return [text]
+    pieces = line_client.split_text(text)
+    step = line_client.MAX_MESSAGES_PER_REQUEST
+    return ["".join(pieces[start : start + step]) for start in range(0, len(pieces), step)]
+
+
 def _session_for_chat(event: LiveChatEvent) -> ChatSession | None:
     session = ChatSession.objects.filter(chat_id=event.chat_id).first() if event.chat_id else None
     if session is None and event.customer_ids:
@@ -229,14 +239,15 @@ def _apply(event: LiveChatEvent) -> str:
         if event.author_id == session.customer_id or event.custom_id.startswith("bridge-"):
             return "own event"
         if event.kind == "message":
-            to_user(
-                session,
-                kind=Kind.TEXT,
-                text=event.text,
-                livechat_event_id=event.event_id,
-                livechat_chat_id=event.chat_id,
-                livechat_thread_id=event.thread_id,
-            )
+            for text in _pushable_parts(session, event.text):
+                to_user(
+                    session,
+                    kind=Kind.TEXT,
+                    text=text,
+                    livechat_event_id=event.event_id,
+                    livechat_chat_id=event.chat_id,
+                    livechat_thread_id=event.thread_id,
+                )
         else:
             name = event.file.get("name") or "file"
             to_user(

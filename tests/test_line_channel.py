@@ -292,6 +292,18 @@ def test_long_agent_text_is_split_at_5000_utf16_units(line, livechat, drain):
     assert len(received) == 2 and "".join(received) == text
 
 
+def test_an_agent_text_longer_than_one_push_arrives_whole(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    text = "".join(chr(ord("a") + n % 26) for n in range(26000))  # more than 5 messages of 5,000
+    livechat.agent_says(session_of().chat_id, text)
+    drain()
+    assert "".join(line.texts_for(USER)) == text
+    pushes = line.calls_to("/v2/bot/message/push")
+    assert [len(c.body["messages"]) for c in pushes] == [5, 1]
+    assert len({c.headers["x-line-retry-key"] for c in pushes}) == 2
+
+
 def test_each_agent_message_of_a_push_keeps_its_own_line_message_id(line, livechat, drain):
     line.post_events([text_event(USER, "hi")])
     drain()
