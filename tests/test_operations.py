@@ -425,6 +425,13 @@ def test_app_json_matches_the_procfile_and_the_settings():
         assert spec.get("description"), name
 
 
+def test_heroku_builds_the_python_minor_version_the_tests_run_on():
+    # Major.minor only: the buildpack takes its latest patch, which it has for every stack.
+    tested = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert (ROOT / "runtime.txt").read_text().strip() == f"python-{tested}"
+    assert (ROOT / ".python-version").read_text().strip() == tested
+
+
 def test_app_json_hosts_admit_a_new_heroku_apps_address(client, settings, db):
     # Heroku has named new apps <name>-<12 hex digits>.herokuapp.com since 2023.
     hosts = json.loads((ROOT / "app.json").read_text())["env"]["ALLOWED_HOSTS"]["value"]
