@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def env_int(name: str, default: int | None) -> int | None:
     value = env_str(name)
     if not value:
         return default
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.")
     return int(value)
 
@@ -207,7 +208,7 @@ REST_FRAMEWORK = {
 }
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
-if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+if LOG_LEVEL not in logging.getLevelNamesMapping():
     raise ImproperlyConfigured(
         f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {env_str('LOG_LEVEL')!r}."
     )
@@ -228,6 +229,11 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
+
+# gunicorn reads these (gunicorn.conf.py). Checked here too: the release phase runs `migrate`, not
+# gunicorn, and a bad value should fail the release, not every web dyno as it boots.
+for _name in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_MAX_REQUESTS"):
+    env_int(_name, None)
 
 # --- The bridge ---------------------------------------------------------------------------
 
@@ -275,8 +281,14 @@ except json.JSONDecodeError as exc:
     raise ImproperlyConfigured(
         f'BRIDGE_NOTICE_TEXTS must be JSON such as {{"ended": {{"ja": "..."}}}}: {exc}'
     ) from None
-if not isinstance(BRIDGE_NOTICE_TEXTS, dict):
-    raise ImproperlyConfigured('BRIDGE_NOTICE_TEXTS must be a JSON object: {"ended": {...}}')
+if not isinstance(BRIDGE_NOTICE_TEXTS, dict) or not all(
+    isinstance(texts, dict) and all(isinstance(text, str) for text in texts.values())
+    for texts in BRIDGE_NOTICE_TEXTS.values()
+):
+    raise ImproperlyConfigured(
+        'BRIDGE_NOTICE_TEXTS must map each notice to its texts by language, e.g. {"ended": {"ja": '
+        '"...", "en": "..."}}.'
+    )
 
 # LiveChat connect (OAuth): the callback URL registered for the app in the Developer Console.
 # Empty: built from the request (https://<host>/livechat/connect/callback).

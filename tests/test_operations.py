@@ -348,6 +348,9 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("LOG_LEVEL", "verbose"),
         ("BRIDGE_NOTICE_TEXTS", "{'ended': {'ja': 'x'}}"),
         ("BRIDGE_NOTICE_TEXTS", '["ended"]'),
+        ("BRIDGE_NOTICE_TEXTS", '{"ended": "bye"}'),
+        ("GUNICORN_THREADS", "eight"),  # fails the release, before any web dyno boots with it
+        ("DELIVERY_THREADS", "\u00b2"),
     ],
 )
 def test_a_malformed_setting_stops_the_release_and_names_itself(name, value):
@@ -357,8 +360,9 @@ def test_a_malformed_setting_stops_the_release_and_names_itself(name, value):
     assert last_line.startswith("django.core.exceptions.ImproperlyConfigured: " + name), last_line
 
 
-def test_the_log_level_may_be_lower_case():
-    result = manage("check", env=production_env(LOG_LEVEL="debug"))
+@pytest.mark.parametrize("level", ["debug", "WARN", "warning"])
+def test_the_log_level_is_any_logging_name_in_any_case(level):
+    result = manage("check", env=production_env(LOG_LEVEL=level))
     assert result.returncode == 0, result.stderr
 
 
