@@ -5,6 +5,7 @@ functions (cheap, local, inside one transaction); the delivery worker calls `del
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -589,9 +590,7 @@ def apply_line_inbox(limit: int = 10) -> int:
     try:
         with transaction.atomic():
             batch = _inbox_head(limit)
-            # LINE keeps no order between deliveries: a user's events go by their timestamp
-            # (stable, so arrival order breaks ties).
-            for record in sorted(batch, key=lambda record: record.payload.get("timestamp") or 0):
+            for record in _by_timestamp(batch):
                 record.outcome = _apply_line(event_from(record.payload))[:64]
                 record.applied_at = timezone.now()
             InboundEvent.objects.bulk_update(batch, ["outcome", "applied_at"])
@@ -607,7 +606,7 @@ def apply_line_inbox(limit: int = 10) -> int:
         record: InboundEvent | None = None
         try:
             with transaction.atomic():
-                batch = _inbox_head(1)
+                batch = _by_timestamp(_inbox_head(limit))
                 if not batch:
                     break
                 record = batch[0]
@@ -634,6 +633,17 @@ def _line_inbox_waiting():  # -> QuerySet[InboundEvent]
 
 def _inbox_head(limit: int) -> list[InboundEvent]:
     return list(_line_inbox_waiting().select_for_update().order_by("id")[:limit])
+
+
+def _by_timestamp(records: list[InboundEvent]) -> list[InboundEvent]:
+    """LINE keeps no order between deliveries: the events taken together go by their timestamp
+    (a stable sort, so arrival order breaks ties)."""
+    return sorted(records, key=_timestamp)
+
+
+def _timestamp(record: InboundEvent) -> int:
+    value = record.payload.get("timestamp") if isinstance(record.payload, dict) else None
+    return value if isinstance(value, int) else 0
 
 
 def _apply_line(event: LineEvent) -> str:
@@ -670,17 +680,21 @@ def _apply_line(event: LineEvent) -> str:
             line_id=event.user_id, delivery_mode=ChatSession.DeliveryMode.PUSH
         )
         # By reply, which is free; a follow that came without a reply token is greeted by push.
-        payload = {"reply_token": event.reply_token} if event.reply_token else {}
+        payload = (
+            {"reply_token": event.reply_token, "reply_token_at": event.timestamp / 1000}
+            if event.reply_token
+            else {}
+        )
         to_user(session, kind=Kind.NOTICE, text=greeting, payload=payload)
         return "greeted"
+    if event.type == "unsend":
+        return _unsend(session, str((event.raw.get("unsend") or {}).get("messageId", "")))
     if session is None:
         return f"ignored: {event.type} of an unknown user"
     if event.type == "unfollow":
         if session.state != State.ENDED:
             user_closed(session=session)
         return "closed: unfollowed"
-    if event.type == "unsend":
-        return _unsend(session, str((event.raw.get("unsend") or {}).get("messageId", "")))
     if event.type == "postback":
         postback = event.raw.get("postback") or {}
         text = f"[postback] {postback.get('data', '')}"
@@ -699,13 +713,18 @@ def _apply_line(event: LineEvent) -> str:
     return f"ignored: {event.type}"
 
 
-def _unsend(session: ChatSession, line_message_id: str) -> str:
-    """Stop the message if it has not left yet; otherwise remove it on LiveChat, in turn."""
-    target = session.messages.filter(
-        line_message_id=line_message_id, direction=Message.Direction.TO_AGENT
-    ).first()
+def _unsend(session: ChatSession | None, line_message_id: str) -> str:
+    """Stop the message if it has not left yet; otherwise remove it on LiveChat, in turn. An
+    unsend that came first (even before the user's first message) is kept for the message."""
     if not line_message_id:
         return "ignored: unsend of an unknown message"
+    target = (
+        session.messages.filter(
+            line_message_id=line_message_id, direction=Message.Direction.TO_AGENT
+        ).first()
+        if session is not None
+        else None
+    )
     if target is None:
         return UNSEND_BEFORE_MESSAGE
     stopped = Message.objects.filter(
@@ -767,6 +786,15 @@ def push_batch(rows: Sequence[Message]) -> list[Message]:
     return batch
 
 
+# A reply token is valid for a minute from its event; 10 s of that allowed for clocks that differ.
+REPLY_TOKEN_TRUSTED_SECONDS = 50
+
+
+def _reply_token_unexpired(payload: dict[str, Any]) -> bool:
+    issued = payload.get("reply_token_at")
+    return isinstance(issued, int | float) and time.time() - issued < REPLY_TOKEN_TRUSTED_SECONDS
+
+
 def deliver_to_user(batch: Sequence[Message]) -> None:
     """Push (or, for a fresh follow, reply) a batch of queued items to one LINE user."""
     head = batch[0]
@@ -779,12 +807,13 @@ def deliver_to_user(batch: Sequence[Message]) -> None:
         except LineError as exc:
             if exc.retryable:
                 raise
-            if head.uncertain:
-                # A token is single-use and a reply takes no retry key: the reply whose answer
-                # was lost used it, so the user has the greeting, and a push would double it.
+            if head.uncertain and _reply_token_unexpired(head.payload):
+                # Refused while it was still valid, so it was used: by the reply whose answer was
+                # lost (a reply takes no retry key). The user has the greeting; a push would
+                # double it.
                 logger.info("reply token already used by an unanswered reply message=%s", head.pk)
                 return
-            # The token expired: the greeting still matters more than the quota.
+            # The token expired (LINE answers the same): the greeting matters more than the quota.
     try:
         result = line_client.push(head.session.line_id, messages, retry_key=str(head.retry_key))
     except LineError as exc:

@@ -395,12 +395,32 @@ def test_a_users_events_from_separate_deliveries_go_in_timestamp_order(line, liv
     assert chat_texts(livechat, session_of()) == ["first", "second"]
 
 
-@pytest.mark.parametrize("applied_apart", [False, True])
-def test_an_unsend_delivered_before_its_message_keeps_it_from_the_agent(
-    line, livechat, drain, applied_apart
+def test_events_taken_one_by_one_after_a_broken_one_still_go_in_timestamp_order(
+    line, livechat, drain
 ):
     line.post_events([text_event(USER, "hi")])
     drain()
+    now = int(time.time() * 1000)
+    broken = text_event(USER, "x", timestamp="soon", message=None)  # unreadable, as above
+    broken["type"] = "postback"
+    broken["postback"] = "not an object"
+    line.post_events([text_event(USER, "second", timestamp=now + 5)])
+    line.post_events([broken])
+    line.post_events([text_event(USER, "first", timestamp=now)])
+    drain()
+    assert chat_texts(livechat, session_of()) == ["hi", "first", "second"]
+    assert InboundEvent.objects.get(event_id=broken["webhookEventId"]).outcome.startswith("error")
+
+
+@pytest.mark.parametrize(
+    ("known_user", "applied_apart"), [(True, False), (True, True), (False, True)]
+)
+def test_an_unsend_delivered_before_its_message_keeps_it_from_the_agent(
+    line, livechat, drain, known_user, applied_apart
+):
+    if known_user:
+        line.post_events([text_event(USER, "hi")])
+        drain()
     now = int(time.time() * 1000)
     oops = text_event(USER, "oops", timestamp=now)
     line.post_events([unsend_event(USER, oops["message"]["id"], timestamp=now + 10)])
@@ -409,7 +429,7 @@ def test_an_unsend_delivered_before_its_message_keeps_it_from_the_agent(
     line.post_events([oops])
     line.post_events([text_event(USER, "after", timestamp=now + 20)])
     drain()
-    assert chat_texts(livechat, session_of()) == ["hi", "after"]
+    assert chat_texts(livechat, session_of()) == (["hi", "after"] if known_user else ["after"])
     assert Message.objects.get(body="oops").status == Message.Status.CANCELLED
     assert not livechat.calls_to("delete_event")
 
@@ -474,6 +494,21 @@ def test_a_postback_reaches_the_agent_with_what_the_user_picked(line, livechat, 
     assert chat_texts(livechat, session_of())[-1] == (
         "[postback] action=book (datetime: 2026-12-24T18:30)"
     )
+
+
+def test_a_reply_lost_and_retried_after_its_token_expired_greets_by_push(
+    line, livechat, drain, settings
+):
+    settings.LINE_FOLLOW_GREETING = "Welcome!"
+    settings.VENDOR_TIMEOUT = (1.0, 0.3)
+    line.reply_token_ttl = 0.2
+    line.fail("/v2/bot/message/reply", delay=1.0)  # not delivered, and no answer in time
+    # Its event is two minutes old (a redelivery): the token has expired by the retry.
+    line.post_events([follow_event(USER, timestamp=int(time.time() * 1000) - 120_000)])
+    drain()
+    time.sleep(1.0)  # let the slow answer finish on the fake's side
+    assert line.texts_for(USER) == ["Welcome!"]
+    assert len(line.calls_to("/v2/bot/message/push")) == 1
 
 
 def test_follow_without_greeting_sends_nothing(line, livechat, drain):
