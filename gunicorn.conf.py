@@ -5,7 +5,7 @@ import os
 
 def _whole_number(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip() or str(default)
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise SystemExit(f"{name} must be a whole number, not {value!r}.")
     return int(value)
 
