@@ -112,6 +112,7 @@ def serve(conn: Connection) -> None:
     conn.send(
         {
             "line_url": line.base_url,
+            "line_data_url": line.data_base_url,
             "line_secret": line.channel_secret,
             "line_token": line.channel_access_token,
             "livechat_url": livechat.base_url,

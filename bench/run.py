@@ -297,7 +297,7 @@ class Bench:
             "LINE_CHANNEL_SECRET": info["line_secret"],
             "LINE_CHANNEL_ACCESS_TOKEN": info["line_token"],
             "LINE_API_BASE_URL": info["line_url"],
-            "LINE_DATA_API_BASE_URL": info["line_url"],
+            "LINE_DATA_API_BASE_URL": info["line_data_url"],
             "LIVECHAT_API_BASE_URL": info["livechat_url"],
             "LIVECHAT_ACCOUNTS_BASE_URL": info["livechat_url"],
             "LIVECHAT_CLIENT_ID": info["client_id"],

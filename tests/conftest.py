@@ -45,7 +45,7 @@ def line(settings, live_server, livechat) -> Iterator[FakeLine]:
     """A fake LINE platform whose webhooks reach the bridge, signed with the channel secret."""
     fake = FakeLine().start()
     settings.LINE_API_BASE_URL = fake.base_url
-    settings.LINE_DATA_API_BASE_URL = fake.base_url
+    settings.LINE_DATA_API_BASE_URL = fake.data_base_url
     settings.LINE_CHANNEL_SECRET = fake.channel_secret
     settings.LINE_CHANNEL_ACCESS_TOKEN = fake.channel_access_token
     fake.webhook_url = f"{live_server.url}/line/webhook"

@@ -530,12 +530,12 @@ def test_the_webhook_only_stores_the_events_and_the_worker_applies_them(line, li
 
 
 def test_an_event_the_bridge_cannot_apply_is_parked_and_later_ones_still_go(line, livechat, drain):
+    line.post_events([text_event(USER, "before")])
     # A message event whose `message` is a string, not an object: the bridge cannot read it.
     broken = text_event(USER, "x", message=None)
     broken["message"] = "not an object"
     broken["type"] = "postback"
     broken["postback"] = "not an object either"
-    line.post_events([text_event(USER, "before")])
     line.post_events([broken])
     line.post_events([text_event(USER, "after")])
     drain()

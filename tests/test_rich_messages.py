@@ -111,7 +111,7 @@ def test_media_from_line_reaches_the_agent_as_a_file(
     assert upload["content"] == content
     assert upload["content_type"] == content_type
     fetched = line.calls_to(f"/v2/bot/message/{event['message']['id']}/content")
-    assert len(fetched) == 1
+    assert len(fetched) == 1 and fetched[0].host == "data"  # api-data.line.me, not api.line.me
     assert fetched[0].headers["authorization"] == f"Bearer {line.channel_access_token}"
     row = Message.objects.get(line_message_id=event["message"]["id"])
     assert row.status == Message.Status.SENT and row.livechat_event_id == sent["id"]

@@ -306,6 +306,7 @@ class Call:
     body: Any
     status: int | None = None
     at: float = field(default_factory=time.time)  # time.time() when it arrived
+    host: str = "api"  # or "data": which of LINE's two hosts it reached
 
 
 @dataclass
@@ -341,6 +342,8 @@ def _error(status: int, message: str | None = None) -> _Answer:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     fake: FakeLine
+    # "api" (api.line.me) or "data" (api-data.line.me): each serves only its own endpoints.
+    host: str
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (our own timeout tests) resets the socket; that is expected.
@@ -375,7 +378,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        call = Call(urlsplit(self.path).path, method, headers, body)
+        call = Call(urlsplit(self.path).path, method, headers, body, host=self.server.host)
         with fake._lock:
             fake.calls.append(call)
         answer = fake._answer(call, raw)
@@ -415,7 +418,8 @@ class FakeLine:
     ) -> None:
         self.channel_access_token = channel_access_token
         self.channel_secret = channel_secret
-        self.base_url = ""
+        self.base_url = ""  # api.line.me's stand-in
+        self.data_base_url = ""  # api-data.line.me's: message content only
         self.webhook_url: str | None = None
 
         self.calls: list[Call] = []
@@ -441,31 +445,36 @@ class FakeLine:
         self._faults: list[_Fault] = []
         self._used_reply_tokens: set[str] = set()
         self._reply_token_issued: dict[str, float] = {}
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self._servers: list[_Server] = []
+        self._threads: list[threading.Thread] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self, port: int = 0) -> FakeLine:
-        server = _Server(("127.0.0.1", port), _Handler)
-        server.fake = self
-        self._server = server
-        self.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+    def start(self, port: int = 0, data_port: int = 0) -> FakeLine:
+        """Serve the API on `port` and the data API on `data_port` (0: any free port)."""
+        for host, host_port in (("api", port), ("data", data_port)):
+            server = _Server(("127.0.0.1", host_port), _Handler)
+            server.fake, server.host = self, host
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            if host == "api":
+                self.base_url = url
+            else:
+                self.data_base_url = url
+            thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+            )
+            thread.start()
+            self._servers.append(server)
+            self._threads.append(thread)
         return self
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._servers, self._threads = [], []
 
     def __enter__(self) -> FakeLine:
         return self.start()
@@ -636,6 +645,14 @@ class FakeLine:
 
     def _route(self, call: Call, raw: bytes) -> _Answer:
         method, path = call.method, call.path
+        if call.host == "data":
+            # api-data.line.me serves message content and nothing else.
+            if method == "GET":
+                if m := re.fullmatch(r"/v2/bot/message/([^/]+)/content", path):
+                    return self._content(unquote(m.group(1)))
+                if m := re.fullmatch(r"/v2/bot/message/([^/]+)/content/transcoding", path):
+                    return self._transcoding(unquote(m.group(1)))
+            return _error(404)
         if method == "POST" and path in (
             "/v2/bot/message/push",
             "/v2/bot/message/reply",
@@ -651,14 +668,9 @@ class FakeLine:
             if path == "/v2/bot/chat/loading/start":
                 return self._loading(call)
             return self._mark_as_read(call)
-        if method == "GET":
-            if m := re.fullmatch(r"/v2/bot/profile/([^/]+)", path):
-                return self._profile(unquote(m.group(1)))
-            if m := re.fullmatch(r"/v2/bot/message/([^/]+)/content", path):
-                return self._content(unquote(m.group(1)))
-            if m := re.fullmatch(r"/v2/bot/message/([^/]+)/content/transcoding", path):
-                return self._transcoding(unquote(m.group(1)))
-        return _error(404)
+        if method == "GET" and (m := re.fullmatch(r"/v2/bot/profile/([^/]+)", path)):
+            return self._profile(unquote(m.group(1)))
+        return _error(404)  # content included: it is on the data host
 
     def _sent_messages(self, count: int) -> list[dict[str, str]]:
         return [{"id": _new_message_id(), "quoteToken": _new_token()} for _ in range(count)]

@@ -30,7 +30,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def sandbox_environment(*, database: Path, line_port: int, livechat_port: int) -> dict[str, str]:
+def sandbox_environment(
+    *, database: Path, line_port: int, line_data_port: int, livechat_port: int
+) -> dict[str, str]:
     """The settings an operator would set, pointing at the stand-ins instead of the vendors."""
     line_url = f"http://127.0.0.1:{line_port}"
     livechat_url = f"http://127.0.0.1:{livechat_port}"
@@ -38,6 +40,7 @@ def sandbox_environment(*, database: Path, line_port: int, livechat_port: int) -
         MARKER: "1",
         "SANDBOX_UI": "1",
         "SANDBOX_LINE_PORT": str(line_port),
+        "SANDBOX_LINE_DATA_PORT": str(line_data_port),
         "SANDBOX_LIVECHAT_PORT": str(livechat_port),
         "DEBUG": "true",
         "SECRET_KEY": secrets.token_urlsafe(40),
@@ -48,7 +51,7 @@ def sandbox_environment(*, database: Path, line_port: int, livechat_port: int) -
         "LINE_CHANNEL_SECRET": "sandbox-line-channel-secret",
         "LINE_CHANNEL_ACCESS_TOKEN": "sandbox-line-access-token",
         "LINE_API_BASE_URL": line_url,
-        "LINE_DATA_API_BASE_URL": line_url,
+        "LINE_DATA_API_BASE_URL": f"http://127.0.0.1:{line_data_port}",
         "LIVECHAT_CLIENT_ID": "sandbox-client-id",
         "LIVECHAT_CLIENT_SECRET": "sandbox-client-secret",
         "LIVECHAT_ORGANIZATION_ID": "sandbox-organization",
@@ -99,7 +102,10 @@ class Command(BaseCommand):
         env = {
             **os.environ,
             **sandbox_environment(
-                database=database, line_port=free_port(), livechat_port=free_port()
+                database=database,
+                line_port=free_port(),
+                line_data_port=free_port(),
+                livechat_port=free_port(),
             ),
         }
         argv = [
@@ -123,7 +129,7 @@ class Command(BaseCommand):
         line = FakeLine(
             channel_access_token=env["LINE_CHANNEL_ACCESS_TOKEN"],
             channel_secret=env["LINE_CHANNEL_SECRET"],
-        ).start(port=int(env["SANDBOX_LINE_PORT"]))
+        ).start(port=int(env["SANDBOX_LINE_PORT"]), data_port=int(env["SANDBOX_LINE_DATA_PORT"]))
         livechat = FakeLiveChat(
             client_id=env["LIVECHAT_CLIENT_ID"],
             client_secret=env["LIVECHAT_CLIENT_SECRET"],
