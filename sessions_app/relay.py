@@ -297,6 +297,10 @@ def _apply(event: LiveChatEvent) -> str:
         _notice(session, "agent_joined", name=event.agent_name)
         return "agent joined"
     if event.kind == "chat_transferred":
+        if session.state == State.ENDED:
+            # An archived chat moved to another group (LiveChat sends it without a thread): the
+            # user was told the chat ended, and it opens again only when they write.
+            return "ignored: transfer of an ended chat"
         session.state = State.QUEUED if event.queue_position is not None else State.OPEN
         session.save(update_fields=["state", "updated_at"])
         if event.queue_position is not None:
@@ -459,7 +463,11 @@ def _found_lost_chat(api: CustomerChatAPI, session: ChatSession) -> bool:
     chat_id = chats[0].get("id", "") if chats else ""
     if chat_id:
         session.chat_id = chat_id
-        session.thread_id = (chats[0].get("last_thread_summary") or {}).get("id", "")
+        # The Customer Chat API's summary names its thread `last_thread_id`; without a thread id
+        # the messages sent into the chat could not be removed on an unsend.
+        session.thread_id = chats[0].get("last_thread_id") or (
+            (api.get_chat(chat_id=chat_id).get("thread") or {}).get("id", "")
+        )
     return bool(chat_id)
 
 

@@ -304,6 +304,24 @@ def test_an_agent_text_longer_than_one_push_arrives_whole(line, livechat, drain)
     assert len({c.headers["x-line-retry-key"] for c in pushes}) == 2
 
 
+def test_an_agents_rich_message_reaches_the_user_as_its_words(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    card = {
+        "title": "Opening hours",
+        "subtitle": "Mon-Fri 9:00-18:00",
+        "buttons": [
+            {"text": "Book a visit", "type": "url", "value": "https://example.com/book"},
+            {"text": "Talk to us", "type": "message", "value": "talk"},
+        ],
+    }
+    livechat.agent_sends_rich_message(session_of().chat_id, [card])
+    drain()
+    assert line.texts_for(USER) == [
+        "Opening hours\nMon-Fri 9:00-18:00\n- Book a visit: https://example.com/book\n- Talk to us"
+    ]
+
+
 def test_each_agent_message_of_a_push_keeps_its_own_line_message_id(line, livechat, drain):
     line.post_events([text_event(USER, "hi")])
     drain()
@@ -432,6 +450,21 @@ def test_an_unsend_delivered_before_its_message_keeps_it_from_the_agent(
     assert chat_texts(livechat, session_of()) == (["hi", "after"] if known_user else ["after"])
     assert Message.objects.get(body="oops").status == Message.Status.CANCELLED
     assert not livechat.calls_to("delete_event")
+
+
+def test_a_chat_found_again_keeps_its_thread_so_an_unsend_still_removes(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    # What a save that failed after start_chat leaves: LiveChat has the chat, we do not.
+    ChatSession.objects.filter(line_id=USER).update(chat_id="", thread_id="")
+    oops = text_event(USER, "oops")
+    line.post_events([oops])
+    drain()
+    assert livechat.calls_to("list_chats")
+    line.post_events([unsend_event(USER, oops["message"]["id"])])
+    drain()
+    assert chat_texts(livechat, session_of()) == ["hi"]
+    assert Message.objects.get(kind=Message.Kind.UNSEND).status == Message.Status.SENT
 
 
 @pytest.mark.parametrize("removed_before_the_timeout", [True, False])

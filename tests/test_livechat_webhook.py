@@ -112,6 +112,15 @@ def test_agent_joined_and_transfer_are_status_notices(api, livechat, opened):
     assert opened.state in {ChatSession.State.QUEUED, ChatSession.State.OPEN}
 
 
+def test_a_transfer_of_an_ended_chat_neither_reopens_it_nor_tells_the_user(api, livechat, opened):
+    livechat.agent_ends_chat(opened.chat_id)
+    assert api.call("/messages", {"line_id": "U1", "wait": 1})["type"] == "end"
+    livechat.transfer(opened.chat_id)  # e.g. an archived chat moved to another group
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.5}) == {"type": "ok", "message": ""}
+    opened.refresh_from_db()
+    assert opened.state == ChatSession.State.ENDED
+
+
 def test_events_of_unknown_chats_are_recorded_not_failed(live_server, livechat):
     status = livechat.post_webhook(
         livechat.make_envelope(

@@ -66,6 +66,23 @@ def parse(body: Any) -> LiveChatEvent:
     raise InvalidWebhook("neither `action` (3.6) nor `event_type` (legacy v2) is present")
 
 
+def rich_message_text(event: dict[str, Any]) -> str:
+    """A rich message's titles, subtitles and buttons, one per line (a link button with its
+    address)."""
+    lines: list[str] = []
+    elements = event.get("elements")
+    for element in elements if isinstance(elements, list) else []:
+        if not isinstance(element, dict):
+            continue
+        lines += [str(element[k]) for k in ("title", "subtitle") if element.get(k)]
+        buttons = element.get("buttons")
+        for button in buttons if isinstance(buttons, list) else []:
+            if isinstance(button, dict) and button.get("text"):
+                link = button.get("value") if button.get("type") in ("url", "webview") else ""
+                lines.append(f"- {button['text']}" + (f": {link}" if link else ""))
+    return "\n".join(lines) or "[rich message]"
+
+
 def _digest(value: Any) -> str:
     canonical = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:40]
@@ -86,6 +103,11 @@ def _parse_v36(body: dict[str, Any]) -> LiveChatEvent:
             raise InvalidWebhook("`payload.event` must be an object")
         event_type = str(event.get("type", ""))
         kind = event_type if event_type in {"message", "file", "system_message"} else "other"
+        text = event.get("text", "")
+        if event_type == "rich_message":
+            # Cards and quick replies from an agent or a bot: their words, as a text, since the
+            # bridge has nothing that could bring a tapped button back to LiveChat.
+            kind, text = "message", rich_message_text(event)
         return LiveChatEvent(
             kind=kind,
             **{**common, "dedupe_id": str(event.get("id") or dedupe_id)},
@@ -95,7 +117,7 @@ def _parse_v36(body: dict[str, Any]) -> LiveChatEvent:
             visibility=str(event.get("visibility", "all")),
             custom_id=str(event.get("custom_id", "")),
             event_id=str(event.get("id", "")),
-            text=str(event.get("text", "")),
+            text=str(text),
             file={
                 k: event[k]
                 for k in ("url", "name", "content_type", "size", "thumbnail_url", "width", "height")

@@ -405,6 +405,21 @@ class FakeLiveChat:
             event_id=event_id,
         )
 
+    def agent_sends_rich_message(
+        self, chat_id: str, elements: list[dict[str, Any]], *, template_id: str = "cards"
+    ) -> dict[str, Any]:
+        """A rich message (cards, quick replies), as an agent or a bot sends one."""
+        return self._agent_event(
+            chat_id,
+            {
+                "type": "rich_message",
+                "template_id": template_id,
+                "elements": elements,
+                "visibility": "all",
+                "author_id": "agent@example.com",
+            },
+        )
+
     def agent_sends_file(
         self,
         chat_id: str,
@@ -911,12 +926,13 @@ class FakeLiveChat:
     ) -> dict[str, Any]:
         if group_ids:
             chat["group_ids"] = list(group_ids)
-        payload = {
+        payload: dict[str, Any] = {
             "chat_id": chat["id"],
-            "thread_id": chat["threads"][-1]["id"],
             "reason": "manual",
             "transferred_to": {"group_ids": list(group_ids), "agent_ids": list(agent_ids)},
         }
+        if chat["threads"][-1]["active"]:  # LiveChat: `thread_id` "present if the chat is active"
+            payload["thread_id"] = chat["threads"][-1]["id"]
         return self.make_envelope("chat_transferred", payload)
 
     def _echo(self, envelopes: list[dict[str, Any]], action: str, payload: dict[str, Any]) -> None:
@@ -1054,14 +1070,12 @@ class FakeLiveChat:
             last = chat["threads"][-1]
             summaries.append(
                 {
+                    # The Customer Chat API's summary (the Agent Chat API's has
+                    # `last_thread_summary` instead).
                     "id": chat["id"],
+                    "last_thread_id": last["id"],
+                    "active": last["active"],
                     "users": self._users(chat),
-                    "last_thread_summary": {
-                        "id": last["id"],
-                        "active": last["active"],
-                        "created_at": last["created_at"],
-                        "user_ids": [chat["customer_id"], *chat["agent_ids"]],
-                    },
                     "properties": chat["properties"],
                     "access": {"group_ids": chat["group_ids"]},
                 }
