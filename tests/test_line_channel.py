@@ -149,6 +149,22 @@ def test_non_text_messages_reach_the_agent_as_readable_placeholders(line, livech
     ]
 
 
+def test_the_fake_line_refuses_what_line_refuses(line):
+    # So that a test passes only when the bridge calls LINE as LINE wants to be called.
+    auth = {"Authorization": f"Bearer {line.channel_access_token}"}
+    push = {"to": USER, "messages": [{"type": "text", "text": "hi"}]}
+    url = f"{line.base_url}/v2/bot/message/push"
+    plain = {**auth, "Content-Type": "text/plain"}
+    assert requests.post(url, data=json.dumps(push), headers=plain, timeout=5).status_code == 415
+    assert requests.post(url, json=push, timeout=5).status_code == 401
+    assert requests.post(url, json=push, headers=auth, timeout=5).status_code == 200
+    # Content is on the data host only.
+    line.contents["1"] = (b"x", "image/jpeg")
+    content = "/v2/bot/message/1/content"
+    assert requests.get(line.base_url + content, headers=auth, timeout=5).status_code == 404
+    assert requests.get(line.data_base_url + content, headers=auth, timeout=5).status_code == 200
+
+
 def test_console_verify_with_no_events_answers_200(line):
     assert line.post_events([])[0] == 200
     assert not InboundEvent.objects.exists()

@@ -659,6 +659,8 @@ class FakeLine:
             "/v2/bot/chat/loading/start",
             "/v2/bot/chat/markAsRead",
         ):
+            if not call.headers.get("content-type", "").startswith("application/json"):
+                return _error(415)
             if raw and call.body is None:
                 return _error(400, "The request body could not be parsed as JSON")
             if path == "/v2/bot/message/push":
