@@ -806,7 +806,8 @@ def _reply_token_unexpired(payload: dict[str, Any]) -> bool:
 def deliver_to_user(batch: Sequence[Message]) -> None:
     """Push (or, for a fresh follow, reply) a batch of queued items to one LINE user."""
     head = batch[0]
-    messages = [obj for row in batch for obj in line_messages_for(row)]
+    per_row = [line_messages_for(row) for row in batch]
+    messages = [obj for row_messages in per_row for obj in row_messages]
     reply_token = head.payload.get("reply_token")
     if reply_token:
         try:
@@ -834,7 +835,7 @@ def deliver_to_user(batch: Sequence[Message]) -> None:
         raise line_errors.RetryableError(f"batch refused, retrying one by one: {exc}") from exc
     # One row may have become several message objects (a split text): each keeps its first id.
     sent = iter(result.sent_message_ids)
-    for row in batch:
-        ids = [message_id for _, message_id in zip(line_messages_for(row), sent, strict=False)]
+    for row, row_messages in zip(batch, per_row, strict=True):
+        ids = [message_id for _, message_id in zip(row_messages, sent, strict=False)]
         if ids:
             row.line_message_id = ids[0]
