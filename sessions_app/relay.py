@@ -673,10 +673,7 @@ def _apply_line(event: LineEvent) -> str:
             source_event_id=event.event_id,
             line_message_id=line_message_id,
         )
-        if _unsent_before_it_came(line_message_id):
-            Message.objects.filter(pk=message.pk).update(
-                status=Message.Status.CANCELLED, last_error="unsent by the user"
-            )
+        if _unsent_before_it_came(line_message_id) and _stop_unsent(message):
             return "unsent: stopped"
         return "relayed"
     session = ChatSession.objects.filter(line_id=event.user_id).first()
@@ -735,14 +732,20 @@ def _unsend(session: ChatSession | None, line_message_id: str) -> str:
     )
     if target is None:
         return UNSEND_BEFORE_MESSAGE
-    stopped = Message.objects.filter(
-        pk=target.pk, status=Message.Status.PENDING, leased_until=None
-    ).update(status=Message.Status.CANCELLED, last_error="unsent by the user")
-    if stopped:
+    if _stop_unsent(target):
         return "unsent: stopped"
     # Queued behind the original in the same mailbox, so it runs only once that one is sent.
     user_said(session=session, text="", kind=Kind.UNSEND, payload={"message_id": target.pk})
     return "unsent: removal queued"
+
+
+def _stop_unsent(message: Message) -> bool:
+    """Cancel the user's message if it has not left (nor is leaving) for LiveChat yet."""
+    return bool(
+        Message.objects.filter(
+            pk=message.pk, status=Message.Status.PENDING, leased_until=None
+        ).update(status=Message.Status.CANCELLED, last_error="unsent by the user")
+    )
 
 
 def _unsent_before_it_came(line_message_id: str) -> bool:
