@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
 from sessions_app.models import ChatSession, LiveChatCredential, Message
+from tests.conftest import wait_until
 
 
 def test_full_conversation_init_send_reply_end(api, livechat, drain):
@@ -192,3 +196,51 @@ def test_agent_token_is_refreshed_before_it_expires(api, livechat, drain):
         ChatSession.objects.get().customer_id
     )
     assert Message.objects.get(body="hello").status == Message.Status.SENT
+
+
+def _in_background(target: Callable[[], object]) -> threading.Thread:
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread
+
+
+def test_a_send_while_init_is_still_running_keeps_one_customer_and_chat(api, livechat, drain):
+    # /init's customer is made at LiveChat but its answer is slow; meanwhile the user's message
+    # makes the worker start the chat with a customer of its own.
+    livechat.slow("customer_token", 0.5)
+    init = _in_background(lambda: api.call("/init", {"line_id": "U1"}))
+    wait_until(lambda: livechat.calls_to("customer_token"))
+    assert api.call("/send", {"line_id": "U1", "message": "first"})["type"] == "send"
+    drain()
+    init.join(10)
+
+    session = ChatSession.objects.get(line_id="U1")
+    assert livechat.chats[session.chat_id]["customer_id"] == session.customer_id
+    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
+    assert api.call("/send", {"line_id": "U1", "message": "second"})["type"] == "send"
+    drain()
+    assert [e["text"] for e in livechat.events(session.chat_id) if e["type"] == "message"] == [
+        "first",
+        "second",
+    ]
+
+
+def test_two_inits_at_once_open_one_chat_and_the_agent_is_heard(api, livechat):
+    livechat.slow("customer_token", 0.3, times=2)  # both are making the customer at once
+    answers: list[dict] = []
+    inits = [
+        _in_background(lambda: answers.append(api.call("/init", {"line_id": "U1"})))
+        for _ in range(2)
+    ]
+    for thread in inits:
+        thread.join(10)
+
+    assert [a["type"] for a in answers] == ["ok", "ok"]
+    assert len(livechat.chats) == 1
+    session = ChatSession.objects.get(line_id="U1")
+    assert livechat.chats[session.chat_id]["customer_id"] == session.customer_id
+    livechat.agent_says(session.chat_id, "Hello, how can I help?")
+    assert api.call("/messages", {"line_id": "U1", "wait": 5}) == {
+        "type": "message",
+        "message": "Hello, how can I help?",
+    }

@@ -235,18 +235,25 @@ class SessionCustomer:
         return self.renew()
 
     def renew(self) -> str:
-        minted = mint_customer_token(self.session.customer_id or None)
         session = self.session
-        session.customer_id = minted.entity_id
-        session.customer_token = minted.access_token
-        session.customer_token_expires_at = minted.expires_at
+        new_customer = not session.customer_id
+        minted = mint_customer_token(session.customer_id or None)
+        fields = {
+            "customer_id": minted.entity_id,
+            "customer_token": minted.access_token,
+            "customer_token_expires_at": minted.expires_at,
+        }
         # Saved at once: a customer created and then forgotten would split the user's history.
-        session.save(
-            update_fields=[
-                "customer_id",
-                "customer_token",
-                "customer_token_expires_at",
-                "updated_at",
-            ]
-        )
-        return minted.access_token
+        rows = ChatSession.objects.filter(pk=session.pk)
+        if new_customer:
+            # Only the first customer made for a user is kept. A /send while /init runs, or two
+            # /init at once, each make one; if both were kept, the user's chat would belong to
+            # one customer and the session to the other, and every later message would fail.
+            rows = rows.filter(customer_id="")
+        if rows.update(**fields, updated_at=timezone.now()):
+            for name, value in fields.items():
+                setattr(session, name, value)
+            return minted.access_token
+        # Another request made the user's customer first: this one is left without a chat.
+        session.refresh_from_db(fields=[*fields, "chat_id", "thread_id"])
+        return self.token()
