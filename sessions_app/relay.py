@@ -101,6 +101,8 @@ def user_open_chat(
     if display_name:
         session.display_name = display_name
     session.save(update_fields=["delivery_mode", "display_name", "updated_at"])
+    # A /close the worker has not carried out yet would end the chat this call opens.
+    _cancel_waiting(session, Message.Route.LIVECHAT, Kind.CLOSE, "the user opened the chat again")
     if delivery_mode == ChatSession.DeliveryMode.PUSH:
         # Pushed notices speak the user's language: learn it before the first one.
         _fill_in_profile(session)
@@ -130,10 +132,20 @@ def user_open_chat(
     except LiveChatError as exc:
         logger.warning("open chat failed session=%s error=%s", session.pk, exc)
         return False
+    # The end of the previous chat, not yet handed out, would end the one just opened for the
+    # client that reads it.
+    _cancel_waiting(session, session.route_to_user, Kind.END, "a new chat was opened")
     if session.state in (State.NEW, State.ENDED):
         session.state = State.OPEN
     session.save(update_fields=["chat_id", "thread_id", "state", "updated_at"])
     return True
+
+
+def _cancel_waiting(session: ChatSession, route: str, kind: str, reason: str) -> None:
+    """Cancel the session's `kind` rows on `route` that no worker has taken yet."""
+    session.messages.filter(
+        route=route, kind=kind, status=Message.Status.PENDING, leased_until=None
+    ).update(status=Message.Status.CANCELLED, last_error=reason)
 
 
 def user_said(

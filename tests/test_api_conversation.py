@@ -244,3 +244,27 @@ def test_two_inits_at_once_open_one_chat_and_the_agent_is_heard(api, livechat):
         "type": "message",
         "message": "Hello, how can I help?",
     }
+
+
+def test_init_after_an_unread_end_does_not_hand_out_that_old_end(api, livechat):
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    livechat.agent_ends_chat(session.chat_id)  # while the client was not polling
+    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
+    assert livechat.chats[session.chat_id]["threads"][-1]["active"]
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.3}) == {"type": "ok", "message": ""}
+    livechat.agent_says(session.chat_id, "Welcome back")
+    assert api.call("/messages", {"line_id": "U1", "wait": 5})["message"] == "Welcome back"
+
+
+def test_init_right_after_close_is_not_closed_by_that_close(api, livechat, drain):
+    livechat.echo_customer_events = True  # the deactivation comes back as a webhook too
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    assert api.call("/close", {"line_id": "U1"})["type"] == "end"
+    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"  # before the worker ran
+    drain()
+    assert livechat.calls_to("deactivate_chat") == []
+    assert livechat.chats[session.chat_id]["threads"][-1]["active"]
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.3}) == {"type": "ok", "message": ""}
+    assert Message.objects.get(kind=Message.Kind.CLOSE).status == Message.Status.CANCELLED
