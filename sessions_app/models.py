@@ -114,6 +114,9 @@ class Message(models.Model):
     livechat_chat_id = models.CharField(max_length=64, blank=True)
     livechat_thread_id = models.CharField(max_length=64, blank=True)
     livechat_event_id = models.CharField(max_length=64, blank=True)
+    # When LiveChat says the agent said it (the event's `created_at`): its webhooks keep no
+    # order, and what the agent said is queued for the user in this order.
+    said_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -136,6 +139,9 @@ class Message(models.Model):
 # The outcome of a LINE `unsend` that came before its message (LINE keeps no order between
 # deliveries): kept so that the message, when it comes, is not relayed.
 UNSEND_BEFORE_MESSAGE = "unsend: its message not seen yet"
+# The outcome of a LiveChat event for a chat no session has (yet): a bot's greeting can come
+# before the bridge has recorded the chat it just started. Applied once the chat is recorded.
+UNKNOWN_CHAT = "unknown chat"
 
 
 class InboundEvent(models.Model):
@@ -173,6 +179,11 @@ class InboundEvent(models.Model):
                 fields=["event_type"],
                 condition=models.Q(outcome=UNSEND_BEFORE_MESSAGE),
                 name="inbound_early_unsend",
+            ),
+            models.Index(
+                fields=["received_at"],
+                condition=models.Q(outcome=UNKNOWN_CHAT),
+                name="inbound_unknown_chat",
             ),
         ]
 

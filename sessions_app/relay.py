@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -19,11 +20,12 @@ from .line import client as line_client
 from .line import errors as line_errors
 from .line.errors import LineError
 from .line.webhook import LineEvent, event_from
+from .livechat import webhooks as livechat_webhooks
 from .livechat.customer_api import CustomerChatAPI, filled_prechat_form
 from .livechat.errors import ChatInactive, LiveChatError, PermanentError
 from .livechat.tokens import SessionCustomer
 from .livechat.webhooks import LiveChatEvent
-from .models import UNSEND_BEFORE_MESSAGE, ChatSession, InboundEvent, Message
+from .models import UNKNOWN_CHAT, UNSEND_BEFORE_MESSAGE, ChatSession, InboundEvent, Message
 from .notices import notice_text
 
 logger = logging.getLogger(__name__)
@@ -109,6 +111,7 @@ def user_open_chat(
     api = livechat_api(session)
     fields = _session_fields(session) + list(session_fields or [])
     answers = {key: str(value) for field in session_fields or [] for key, value in field.items()}
+    known_chat = session.chat_id
     try:
         api.update_customer(
             name=session.display_name,
@@ -138,6 +141,8 @@ def user_open_chat(
     if session.state in (State.NEW, State.ENDED):
         session.state = State.OPEN
     session.save(update_fields=["chat_id", "thread_id", "state", "updated_at"])
+    if session.chat_id != known_chat:
+        _apply_parked(session)
     return True
 
 
@@ -245,33 +250,30 @@ def _apply(event: LiveChatEvent) -> str:
             return "chat ended"
         return "recorded"
     if session is None:
-        return "unknown chat"
+        return UNKNOWN_CHAT
     if event.kind in ("message", "file"):
         if event.visibility != "all":
             return "internal note"
         if event.author_id == session.customer_id or event.custom_id.startswith("bridge-"):
             return "own event"
+        said = {
+            "livechat_event_id": event.event_id,
+            "livechat_chat_id": event.chat_id,
+            "livechat_thread_id": event.thread_id,
+            "said_at": event.said_at,
+        }
         if event.kind == "message":
-            for text in _pushable_parts(session, event.text):
-                to_user(
-                    session,
-                    kind=Kind.TEXT,
-                    text=text,
-                    livechat_event_id=event.event_id,
-                    livechat_chat_id=event.chat_id,
-                    livechat_thread_id=event.thread_id,
-                )
+            rows = [
+                {"kind": Kind.TEXT, "text": text, **said}
+                for text in _pushable_parts(session, event.text)
+            ]
         else:
             name = event.file.get("name") or "file"
-            to_user(
-                session,
-                kind=Kind.FILE,
-                text=f"{name} {event.file.get('url', '')}".strip(),
-                payload=event.file,
-                livechat_event_id=event.event_id,
-                livechat_chat_id=event.chat_id,
-                livechat_thread_id=event.thread_id,
-            )
+            text = f"{name} {event.file.get('url', '')}".strip()
+            rows = [{"kind": Kind.FILE, "text": text, "payload": event.file, **said}]
+        _queue_in_said_order(session, event, rows)
+        if _thread_over(session, event):
+            return "relayed (said before the end)"
         if session.state != State.WITH_AGENT:
             session.state = State.WITH_AGENT
             session.save(update_fields=["state", "updated_at"])
@@ -281,26 +283,16 @@ def _apply(event: LiveChatEvent) -> str:
             return "old thread"
         if session.state == State.ENDED:
             return "already ended"
-        _end(session)
+        _end(session, event.thread_id)
         return "chat ended"
     if event.kind == "incoming_chat":
-        if event.thread_id:
-            session.chat_id = event.chat_id
-            session.thread_id = event.thread_id
-        if event.queue_position is not None:
-            session.state = State.QUEUED
-            _notice(session, "queued_position", position=event.queue_position)
-        elif event.agent_name:
-            session.state = State.WITH_AGENT
-            session.agent_name = event.agent_name
-            _notice(session, "agent_joined", name=event.agent_name)
-        else:
-            # Started with nobody assigned yet (messaging mode): the user still hears it arrived.
-            session.state = State.OPEN
-            _notice(session, "queued")
-        session.save(update_fields=["chat_id", "thread_id", "state", "agent_name", "updated_at"])
-        return "chat started"
+        outcome = _chat_started(session, event)
+        # Its chat may be new to the bridge: what came for it before is applied now.
+        _apply_parked(session)
+        return outcome
     if event.kind == "agent_added":
+        if _thread_over(session, event):
+            return "ignored: the thread has ended"
         if session.state == State.WITH_AGENT and session.agent_name == event.agent_name:
             return "agent already in the chat"  # announced by incoming_chat already
         session.state = State.WITH_AGENT
@@ -323,14 +315,145 @@ def _apply(event: LiveChatEvent) -> str:
     return "ignored"
 
 
+def _chat_started(session: ChatSession, event: LiveChatEvent) -> str:
+    heard = _thread_over(session, event) or (
+        session.state == State.WITH_AGENT and event.thread_id == session.thread_id
+    )
+    if event.thread_id:
+        session.chat_id = event.chat_id
+        session.thread_id = event.thread_id
+    if heard:
+        # Its agent's joining, or its end, came first (webhooks keep no order): the user
+        # has heard of it, and a "connecting you" now would go back in time.
+        session.save(update_fields=["chat_id", "thread_id", "updated_at"])
+        return "chat started (heard of already)"
+    if event.queue_position is not None:
+        session.state = State.QUEUED
+        _notice(session, "queued_position", position=event.queue_position)
+    elif event.agent_name:
+        session.state = State.WITH_AGENT
+        session.agent_name = event.agent_name
+        _notice(session, "agent_joined", name=event.agent_name)
+    else:
+        # Started with nobody assigned yet (messaging mode): the user still hears it arrived.
+        session.state = State.OPEN
+        _notice(session, "queued")
+    session.save(update_fields=["chat_id", "thread_id", "state", "agent_name", "updated_at"])
+    return "chat started"
+
+
+# How long a LiveChat event for a chat the bridge does not know waits for it to be recorded: the
+# worker records a chat it started as soon as LiveChat answers, or a few retries later when
+# that answer was lost.
+PARKED_SECONDS = 15 * 60
+
+
+def _apply_parked(session: ChatSession) -> None:
+    """Apply the LiveChat events that came for the session's chat before the bridge knew the chat
+    was this user's (a bot's greeting can outrun start_chat's answer), in the order they came."""
+    if not session.chat_id:
+        return
+    parked = InboundEvent.objects.filter(
+        source=InboundEvent.Source.LIVECHAT,
+        outcome=UNKNOWN_CHAT,
+        received_at__gte=timezone.now() - timedelta(seconds=PARKED_SECONDS),
+        payload__payload__chat_id=session.chat_id,
+    ).order_by("id")
+    for record in parked:
+        try:
+            with transaction.atomic():
+                # Claimed first: the webhook and the worker may both have just learnt the chat.
+                claimed = InboundEvent.objects.filter(pk=record.pk, outcome=UNKNOWN_CHAT).update(
+                    outcome="applying"
+                )
+                if claimed:
+                    outcome = _apply(livechat_webhooks.parse(record.payload))
+                    InboundEvent.objects.filter(pk=record.pk).update(outcome=outcome[:64])
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:  # a bug must not undo what the caller has done
+            logger.exception("applying a parked LiveChat event failed event=%s", record.pk)
+
+
+def _thread_over(session: ChatSession, event: LiveChatEvent) -> bool:
+    """Is `event` of the thread whose end the session has recorded already?"""
+    return session.state == State.ENDED and (
+        not event.thread_id or not session.thread_id or event.thread_id == session.thread_id
+    )
+
+
+# How far back from the newest row of a mailbox an agent's late message may go.
+REORDER_WINDOW = 50
+
+
+class _Taken(Exception):
+    pass
+
+
+def _queue_in_said_order(
+    session: ChatSession, event: LiveChatEvent, rows: list[dict[str, Any]]
+) -> None:
+    """Queue what the agent said (`rows`, the fields of each) for the user in the order it was
+    said, whatever order LiveChat's webhooks came in: before the rows of the mailbox that were
+    said later, and before the end of its thread, when nothing has taken those yet (an attempt
+    or a hand-out fixes a row's place). They are queued again behind it."""
+    later: list[Message] = []
+    newest_first = session.messages.filter(
+        route=session.route_to_user, status=Message.Status.PENDING
+    ).order_by("-id")[:REORDER_WINDOW]
+    for row in newest_first:
+        if row.attempts or row.leased_until or not _said_after(row, event):
+            break
+        later.append(row)
+    moved = [_queued_fields(row) for row in reversed(later)]
+    try:
+        with transaction.atomic():
+            # The rows were read without a lock: one a worker (or a poll) took since then keeps
+            # its place, and the agent's message goes last, as it came.
+            untaken = Message.objects.filter(
+                pk__in=[row.pk for row in later],
+                status=Message.Status.PENDING,
+                attempts=0,
+                leased_until=None,
+            )
+            if untaken.delete()[0] != len(later):
+                raise _Taken
+    except _Taken:
+        moved = []
+    for fields in rows:
+        to_user(session, **fields)
+    for fields in moved:
+        Message.objects.create(**fields)
+
+
+def _said_after(row: Message, event: LiveChatEvent) -> bool:
+    if row.kind == Kind.END:
+        return bool(event.thread_id) and row.livechat_thread_id == event.thread_id
+    return bool(row.said_at and event.said_at and row.said_at > event.said_at)
+
+
+def _queued_fields(row: Message) -> dict[str, Any]:
+    """What re-creates a row that no attempt has used yet (its id aside)."""
+    return {
+        field.attname: getattr(row, field.attname)
+        for field in Message._meta.concrete_fields
+        if not field.primary_key
+    }
+
+
 def _notice(session: ChatSession, key: str, **values: object) -> Message:
     return to_user(session, kind=Kind.NOTICE, text=notice_text(key, session.language, **values))
 
 
-def _end(session: ChatSession) -> None:
+def _end(session: ChatSession, thread_id: str = "") -> None:
     session.state = State.ENDED
     session.save(update_fields=["state", "updated_at"])
-    to_user(session, kind=Kind.END, text=notice_text("ended", session.language))
+    to_user(
+        session,
+        kind=Kind.END,
+        text=notice_text("ended", session.language),
+        livechat_thread_id=thread_id or session.thread_id,
+    )
 
 
 # --- pull delivery (/messages) -------------------------------------------------------------
@@ -417,6 +540,8 @@ def _record_chat(session: ChatSession, chat_id_before: str, thread_id_before: st
         state=State.OPEN, updated_at=now
     ):
         session.state = State.OPEN
+    if "chat_id" in updates:
+        _apply_parked(session)
 
 
 def _create_customer(api: CustomerChatAPI, session: ChatSession) -> None:

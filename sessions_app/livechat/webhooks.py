@@ -9,7 +9,10 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+from django.utils.dateparse import parse_datetime
 
 
 class InvalidWebhook(ValueError):
@@ -36,6 +39,7 @@ class LiveChatEvent:
     agent_name: str = ""
     customer_ids: tuple[str, ...] = ()
     queue_position: int | None = None
+    said_at: datetime | None = None  # an incoming_event's `created_at`
     file: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -118,6 +122,7 @@ def _parse_v36(body: dict[str, Any]) -> LiveChatEvent:
             custom_id=str(event.get("custom_id", "")),
             event_id=str(event.get("id", "")),
             text=str(text),
+            said_at=_datetime(event.get("created_at")),
             file={
                 k: event[k]
                 for k in ("url", "name", "content_type", "size", "thumbnail_url", "width", "height")
@@ -166,6 +171,13 @@ def _parse_v36(body: dict[str, Any]) -> LiveChatEvent:
             queue_position=_queue_position(payload.get("queue")),
         )
     return LiveChatEvent(kind="other", **common, chat_id=str(payload.get("chat_id", "")))
+
+
+def _datetime(value: Any) -> datetime | None:
+    try:
+        return parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:  # well formed but out of range, e.g. month 13
+        return None
 
 
 def _queue_position(queue: Any) -> int | None:

@@ -23,6 +23,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
@@ -245,6 +247,7 @@ class FakeLiveChat:
             "agent@example.com": self._agent_record("agent@example.com", "Agent Smith", "owner")
         }
         self.webhooks_sent: list[tuple[dict[str, Any], int | None]] = []
+        self._held: list[dict[str, Any]] | None = None
         self.errors: list[str] = []  # bugs of the fake itself; a test may assert it stays empty
 
         self._lock = threading.RLock()
@@ -382,8 +385,25 @@ class FakeLiveChat:
             self.webhooks_sent.append((envelope, status))
         return status
 
+    @contextmanager
+    def webhooks_held(self) -> Iterator[list[dict[str, Any]]]:
+        """The webhooks made inside are not posted but collected, for the test to post in the
+        order it chooses: LiveChat promises none, and retries a webhook up to a minute later."""
+        held: list[dict[str, Any]] = []
+        with self._lock:
+            self._held = held
+        try:
+            yield held
+        finally:
+            with self._lock:
+                self._held = None
+
     def _deliver(self, envelopes: list[dict[str, Any]]) -> None:
         for envelope in envelopes:
+            with self._lock:
+                if self._held is not None:
+                    self._held.append(envelope)
+                    continue
             if self.webhook_url:
                 self.post_webhook(envelope)
             else:

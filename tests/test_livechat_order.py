@@ -1,0 +1,207 @@
+"""LiveChat's webhooks keep no order, and a retried one comes up to a minute late: what the user
+hears still goes in the order the agent said it, and a late webhook does not undo a later one."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from sessions_app import delivery
+from sessions_app.models import ChatSession, InboundEvent, Message
+from tests.conftest import wait_until
+from tests.fakes.line import text_event
+
+USER = "U" + "7" * 32
+ENDED = "The chat has ended."
+
+
+@pytest.fixture
+def chatting(line, livechat, drain) -> ChatSession:
+    """A LINE user (English profile) who has written once; the chat is open."""
+    line.profiles[USER] = {"displayName": "Hanako", "userId": USER, "language": "en"}
+    line.post_events([text_event(USER, "hello")])
+    drain()
+    return ChatSession.objects.get(line_id=USER)
+
+
+def test_agent_messages_whose_webhooks_come_swapped_reach_the_user_in_said_order(
+    line, livechat, drain, chatting
+):
+    with livechat.webhooks_held() as held:
+        livechat.agent_says(chatting.chat_id, "Let me check.")
+        livechat.agent_says(chatting.chat_id, "Found it: your order has shipped.")
+    for envelope in reversed(held):
+        assert livechat.post_webhook(envelope) == 200
+    drain()
+    assert line.texts_for(USER) == ["Let me check.", "Found it: your order has shipped."]
+    assert Message.objects.filter(direction=Message.Direction.TO_USER).count() == 2
+
+
+def test_a_goodbye_that_comes_after_the_end_goes_before_it_and_the_chat_stays_ended(
+    line, livechat, drain, chatting
+):
+    with livechat.webhooks_held() as held:
+        livechat.agent_says(chatting.chat_id, "Bye, have a nice day")
+    livechat.agent_ends_chat(chatting.chat_id)  # its webhook is posted at once
+    livechat.post_webhook(held[0])  # the goodbye's, retried by LiveChat
+    drain()
+    assert line.texts_for(USER) == ["Bye, have a nice day", ENDED]
+    chatting.refresh_from_db()
+    assert chatting.state == ChatSession.State.ENDED
+    # The ended chat moved to another group later: not news for the user.
+    livechat.transfer(chatting.chat_id, group_ids=[1])
+    drain()
+    assert line.texts_for(USER) == ["Bye, have a nice day", ENDED]
+
+
+def test_a_pull_client_reads_the_goodbye_before_the_end(api, livechat):
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    with livechat.webhooks_held() as held:
+        livechat.agent_says(session.chat_id, "Thank you, goodbye")
+    livechat.agent_ends_chat(session.chat_id)
+    livechat.post_webhook(held[0])
+    polls = [api.call("/messages", {"line_id": "U1", "wait": 1}) for _ in range(3)]
+    assert polls == [
+        {"type": "message", "message": "Thank you, goodbye"},
+        {"type": "end", "message": "接続が終了しました。"},
+        {"type": "ok", "message": ""},
+    ]
+
+
+def test_a_late_message_does_not_overtake_one_already_being_retried(
+    line, livechat, drain, chatting
+):
+    # The later message is already under retry (LINE answered 500): its place is fixed, so the
+    # earlier one, arriving late, follows it; each is delivered once.
+    with livechat.webhooks_held() as held:
+        livechat.agent_says(chatting.chat_id, "one")
+        livechat.agent_says(chatting.chat_id, "two")
+    line.fail("/v2/bot/message/push", status=500, times=1)
+    livechat.post_webhook(held[1])
+    delivery.run_once()
+    assert Message.objects.get(body="two").attempts == 1
+    livechat.post_webhook(held[0])
+    drain()
+    assert line.texts_for(USER) == ["two", "one"]
+
+
+def test_an_agent_who_joined_before_the_chat_started_webhook_is_announced_once(
+    line, livechat, drain, chatting
+):
+    with livechat.webhooks_held() as held:
+        livechat.agent_joins(chatting.chat_id, name="Agent Smith")
+    livechat.post_webhook(held[0])
+    chat = livechat.chats[chatting.chat_id]
+    started = livechat.make_envelope(
+        "incoming_chat",
+        {
+            "chat": {
+                "id": chatting.chat_id,
+                "users": [
+                    {"id": chatting.customer_id, "type": "customer"},
+                    {"id": "agent@example.com", "type": "agent", "name": "Agent Smith"},
+                ],
+                "thread": {"id": chat["threads"][-1]["id"], "events": []},
+            }
+        },
+    )
+    livechat.post_webhook(started)  # late
+    drain()
+    assert line.texts_for(USER).count("Agent Smith has joined the chat.") == 1
+
+
+def test_a_late_queue_position_does_not_follow_the_agent_joining(line, livechat, drain, chatting):
+    livechat.agent_joins(chatting.chat_id, name="Agent Smith")
+    thread_id = livechat.chats[chatting.chat_id]["threads"][-1]["id"]
+    queued = livechat.make_envelope(
+        "incoming_chat",
+        {
+            "chat": {
+                "id": chatting.chat_id,
+                "users": [{"id": chatting.customer_id, "type": "customer"}],
+                "thread": {"id": thread_id, "events": [], "queue": {"position": 4}},
+            }
+        },
+    )
+    livechat.post_webhook(queued)
+    drain()
+    chatting.refresh_from_db()
+    assert chatting.state == ChatSession.State.WITH_AGENT
+    assert not [text for text in line.texts_for(USER) if "queue" in text]
+
+
+def test_an_agent_joining_after_the_end_of_the_chat_is_not_announced(
+    line, livechat, drain, chatting
+):
+    with livechat.webhooks_held() as held:
+        livechat.agent_joins(chatting.chat_id, name="Agent Smith")
+    livechat.agent_ends_chat(chatting.chat_id)
+    livechat.post_webhook(held[0])
+    drain()
+    assert line.texts_for(USER) == [ENDED]
+    chatting.refresh_from_db()
+    assert chatting.state == ChatSession.State.ENDED
+
+
+def _first_chat_started_meanwhile(livechat, drain) -> tuple[threading.Thread, dict]:
+    """The worker starts the user's chat; LiveChat has started it but its answer is still on the
+    way (1 s). Returns the worker's thread and the chat, as LiveChat has it."""
+    livechat.slow("start_chat", 1.0)
+    worker = threading.Thread(target=drain, kwargs={"timeout": 20})
+    worker.start()
+    wait_until(lambda: livechat.chats)
+    (chat,) = livechat.chats.values()
+    return worker, chat
+
+
+def test_a_greeting_that_outruns_the_start_of_the_chat_reaches_the_user(line, livechat, drain):
+    line.profiles[USER] = {"displayName": "Hanako", "userId": USER, "language": "en"}
+    line.post_events([text_event(USER, "hi")])
+    worker, chat = _first_chat_started_meanwhile(livechat, drain)
+    livechat.agent_says(chat["id"], "Welcome! How can I help?")  # a bot's instant greeting
+    worker.join()
+    drain()
+    assert line.texts_for(USER) == ["Welcome! How can I help?"]
+    assert InboundEvent.objects.get(event_type="incoming_event").outcome == "relayed"
+
+
+def test_a_greeting_before_the_chat_started_webhook_follows_its_notice(line, livechat, drain):
+    line.profiles[USER] = {"displayName": "Hanako", "userId": USER, "language": "en"}
+    line.post_events([text_event(USER, "hi")])
+    worker, chat = _first_chat_started_meanwhile(livechat, drain)
+    livechat.agent_says(chat["id"], "Welcome! How can I help?")
+    started = livechat.make_envelope(
+        "incoming_chat",
+        {
+            "chat": {
+                "id": chat["id"],
+                "users": [{"id": chat["customer_id"], "type": "customer"}],
+                "thread": {"id": chat["threads"][-1]["id"], "events": []},
+            }
+        },
+    )
+    assert livechat.post_webhook(started) == 200  # before the worker has the answer
+    worker.join()
+    drain()
+    assert line.texts_for(USER) == [
+        "We are connecting you to an agent. Please wait a moment.",
+        "Welcome! How can I help?",
+    ]
+
+
+def test_events_of_chats_that_are_not_the_bridges_stay_recorded_only(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    envelope = livechat.make_envelope(
+        "incoming_event",
+        {
+            "chat_id": "WEBSITECHAT",
+            "thread_id": "T1",
+            "event": {"id": "T1_1", "type": "message", "text": "a website visitor's chat"},
+        },
+    )
+    assert livechat.post_webhook(envelope) == 200
+    assert InboundEvent.objects.get(event_id="T1_1").outcome == "unknown chat"
+    assert not Message.objects.filter(body="a website visitor's chat").exists()
