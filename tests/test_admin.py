@@ -288,3 +288,25 @@ def test_session_list_costs_the_same_for_many_sessions(
         )
     with django_assert_max_num_queries(12):
         admin_client.get(reverse("admin:sessions_app_chatsession_changelist"))
+
+
+@pytest.mark.parametrize(
+    ("model", "lookup", "value"),
+    [
+        ("livechatcredential", "refresh_token__startswith", "dal:agent-refresh"),
+        ("livechatcredential", "access_token__regex", "^dal:a"),
+        ("chatsession", "customer_token__startswith", "dal:c"),
+        ("message", "payload__reply_token__startswith", "line-"),
+        ("inboundevent", "payload__replyToken__startswith", "line-"),
+    ],
+)
+def test_a_viewer_cannot_guess_a_token_through_the_list_filters(
+    client, transcript, model, lookup, value
+):
+    # The count of a filtered list ("1" or "0") would tell a token one character at a time.
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename=f"view_{model}"))
+    client.force_login(viewer)
+    url = reverse(f"admin:sessions_app_{model}_changelist")
+    assert client.get(url).status_code == 200
+    assert client.get(url, {lookup: value}).status_code == 400
