@@ -10,6 +10,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from django.contrib.auth.models import Permission
+from django.test import Client
 from django.utils import timezone
 
 from sessions_app.livechat import tokens
@@ -20,8 +22,8 @@ CALLBACK = "/livechat/connect/callback"
 
 
 def start(client) -> dict[str, str]:
-    """Click "connect": the answer is a redirect to LiveChat's consent page; its query."""
-    response = client.get("/livechat/connect")
+    """Press "connect": the answer is a redirect to LiveChat's consent page; its query."""
+    response = client.post("/livechat/connect")
     assert response.status_code == 302
     return {k: v[0] for k, v in parse_qs(urlsplit(response["Location"]).query).items()}
 
@@ -32,10 +34,19 @@ def consent(livechat, code: str = "code-1") -> str:
     return code
 
 
+def test_the_connect_page_only_offers_the_button(admin_client, livechat):
+    response = admin_client.get("/livechat/connect")
+
+    assert response.status_code == 200
+    assert '<form method="post" action="/livechat/connect">' in response.content.decode()
+    assert SESSION_STATE_KEY not in admin_client.session
+    assert livechat.calls == []
+
+
 def test_connect_sends_the_admin_to_livechat_with_a_state_kept_in_the_session(
     admin_client, livechat
 ):
-    response = admin_client.get("/livechat/connect")
+    response = admin_client.post("/livechat/connect")
 
     assert response.status_code == 302
     location = urlsplit(response["Location"])
@@ -183,7 +194,7 @@ def test_configured_redirect_uri_is_used_for_both_steps(admin_client, livechat, 
 def test_missing_client_settings_say_what_to_set(admin_client, livechat, settings):
     settings.LIVECHAT_CLIENT_SECRET = ""
 
-    response = admin_client.get("/livechat/connect")
+    response = admin_client.post("/livechat/connect")
 
     assert response.status_code == 503
     assert "LIVECHAT_CLIENT_SECRET" in response.content.decode()
@@ -209,6 +220,45 @@ def test_non_staff_users_cannot_start_or_finish_a_connection(client, django_user
     assert not LiveChatCredential.objects.exists()
 
 
+def test_staff_without_the_permission_to_change_credentials_cannot_connect(
+    client, django_user_model, livechat
+):
+    LiveChatCredential.objects.create(refresh_token="working", account_id="the-admin")
+    clerk = django_user_model.objects.create_user("clerk", password="pw-123", is_staff=True)
+    client.force_login(clerk)
+
+    assert client.get("/livechat/connect").status_code == 403
+    assert client.post("/livechat/connect").status_code == 403
+    assert SESSION_STATE_KEY not in client.session
+    consent(livechat)
+    assert client.get(CALLBACK, {"code": "code-1", "state": "y"}).status_code == 403
+
+    assert livechat.calls == []
+    assert LiveChatCredential.objects.get().refresh_token == "working"
+
+
+def test_staff_with_the_permission_connect(client, django_user_model, livechat):
+    operator = django_user_model.objects.create_user("ops", password="pw-123", is_staff=True)
+    operator.user_permissions.add(Permission.objects.get(codename="change_livechatcredential"))
+    client.force_login(operator)
+
+    query = start(client)
+    response = client.get(CALLBACK, {"code": consent(livechat), "state": query["state"]})
+
+    assert response.status_code == 200
+    assert LiveChatCredential.objects.get().refresh_token == livechat.valid_refresh_token
+
+
+def test_a_connect_posted_from_another_site_is_refused(admin_user, livechat):
+    browser = Client(enforce_csrf_checks=True)  # no CSRF token: what another site can send
+    browser.force_login(admin_user)
+
+    response = browser.post("/livechat/connect")
+
+    assert response.status_code == 403
+    assert SESSION_STATE_KEY not in browser.session
+
+
 def test_an_admin_connects_in_a_real_browser_session(live_server, livechat, admin_user):
     """The whole story over HTTP: log in to the admin, click connect, approve at LiveChat,
     come back to the bridge's callback."""
@@ -222,8 +272,13 @@ def test_an_admin_connects_in_a_real_browser_session(live_server, livechat, admi
         timeout=10,
     )
 
-    to_livechat = browser.get(
-        f"{live_server.url}/livechat/connect", allow_redirects=False, timeout=10
+    page = browser.get(f"{live_server.url}/livechat/connect", timeout=10)
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    to_livechat = browser.post(
+        f"{live_server.url}/livechat/connect",
+        data={"csrfmiddlewaretoken": csrf},
+        allow_redirects=False,
+        timeout=10,
     )
     assert to_livechat.status_code == 302
     query = {k: v[0] for k, v in parse_qs(urlsplit(to_livechat.headers["Location"]).query).items()}

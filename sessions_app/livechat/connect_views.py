@@ -1,5 +1,9 @@
-"""GET /livechat/connect and its callback: an administrator connects the bridge to LiveChat in
-the browser (OAuth authorization-code grant) instead of copying tokens by hand."""
+"""/livechat/connect and its callback: an administrator connects the bridge to LiveChat in the
+browser (OAuth authorization-code grant) instead of copying tokens by hand.
+
+Connecting replaces the credentials every chat depends on, so it takes the permission to change
+them (or a superuser), and starts with a POST: a link or an image on another site cannot start
+it in an administrator's browser."""
 
 from __future__ import annotations
 
@@ -8,11 +12,12 @@ import logging
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_http_methods
 
 from . import oauth
 from .errors import LiveChatError
@@ -22,6 +27,8 @@ logger = logging.getLogger(__name__)
 # The state lives in the Django session, so only the browser that started the flow can finish it.
 SESSION_STATE_KEY = "livechat_oauth_state"
 TEMPLATE = "sessions_app/livechat_connect.html"
+# Staff without it get a 403 (superusers have every permission).
+may_connect = permission_required("sessions_app.change_livechatcredential", raise_exception=True)
 
 
 def redirect_uri_for(request: HttpRequest) -> str:
@@ -33,9 +40,11 @@ def redirect_uri_for(request: HttpRequest) -> str:
 
 
 @never_cache
-@require_GET
+@require_http_methods(["GET", "POST"])
 @staff_member_required
+@may_connect
 def livechat_connect(request: HttpRequest) -> HttpResponse:
+    """GET: the page with the button; POST (CSRF-checked): off to LiveChat's consent page."""
     missing = oauth.client_settings_missing()
     if missing:
         return _page(
@@ -43,6 +52,8 @@ def livechat_connect(request: HttpRequest) -> HttpResponse:
             status=503,
             error=f"LiveChat is not configured: set {', '.join(missing)} and try again.",
         )
+    if request.method == "GET":
+        return _page(request)
     state = oauth.new_state()
     request.session[SESSION_STATE_KEY] = state
     return HttpResponseRedirect(
@@ -53,6 +64,7 @@ def livechat_connect(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_GET
 @staff_member_required
+@may_connect
 def livechat_connect_callback(request: HttpRequest) -> HttpResponse:
     # Popped, not read: a state is good for one callback, so a replayed URL is refused too.
     expected = request.session.pop(SESSION_STATE_KEY, None)
