@@ -198,7 +198,7 @@ elif not (_calls.isdigit() and int(_calls) > 0 and _period in {"s", "min", "hour
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["sessions_app.api.parsers.JSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": ["sessions_app.api.auth.BridgeAPIKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # The rate is read from BRIDGE_API_RATE on each request, not from DEFAULT_THROTTLE_RATES.
@@ -206,6 +206,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "sessions_app.api.errors.liveagent_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
+
+# DEBUG's error page hides settings by name; LIVECHAT_PAT's name would not be hidden by Django's.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "sessions_app.request_log.SecretSettingsFilter"
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in logging.getLevelNamesMapping():

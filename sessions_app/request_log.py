@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.views.debug import SafeExceptionReporterFilter
 
 NO_REQUEST = "-"
 HEADER = "X-Request-ID"
@@ -108,6 +109,15 @@ SECRET_SETTINGS = (
     "LIVECHAT_WEBHOOK_SECRET",
     "LIVECHAT_PAT",
 )
+
+
+class SecretSettingsFilter(SafeExceptionReporterFilter):
+    """DEBUG's error page hides, besides what Django's names hide, every secret setting above."""
+
+    hidden_settings = re.compile(
+        "|".join([SafeExceptionReporterFilter.hidden_settings.pattern, *SECRET_SETTINGS]),
+        flags=re.IGNORECASE,
+    )
 
 
 def redact(text: str) -> str:

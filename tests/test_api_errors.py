@@ -33,6 +33,13 @@ def test_malformed_json(api, path):
     assert response.json() == BAD
 
 
+def test_json_nested_too_deeply_is_malformed_not_a_crash(api):
+    deep = b"[" * 30_000 + b"]" * 30_000  # under the 64 KB limit, beyond Python's recursion
+    response = api.post("/send", data=deep, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json() == BAD
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("body", [{}, {"line_id": ""}, [1, 2], "text", {"line_id": "x" * 65}])
 def test_missing_or_invalid_line_id(api, path, body):

@@ -205,8 +205,9 @@ def test_wrong_or_missing_signature_stores_nothing(line, signature):
     assert not InboundEvent.objects.exists() and not Message.objects.exists()
 
 
-def test_malformed_json_with_a_valid_signature_is_a_400(line):
-    status, answer = line.post_events([], raw_body=b'{"events": [')
+@pytest.mark.parametrize("body", [b'{"events": [', b"[" * 100_000 + b"]" * 100_000])
+def test_malformed_json_with_a_valid_signature_is_a_400(line, body):
+    status, answer = line.post_events([], raw_body=body)
     assert status == 400 and b"malformed" in answer
     assert not InboundEvent.objects.exists()
 

@@ -74,6 +74,9 @@ def test_malformed_webhook_is_a_clear_400(live_server, livechat):
     url = livechat.webhook_url
     assert requests.post(url, data=b"{nope", timeout=5).status_code == 400
     assert requests.post(url, json=[1], timeout=5).status_code == 400
+    # Anyone can send this one, before any secret is checked: a 400, not a 500 and a traceback.
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert requests.post(url, data=deep, timeout=5).status_code == 400
     response = requests.post(url, json={"secret_key": livechat.webhook_secret}, timeout=5)
     assert response.status_code == 400
     assert not InboundEvent.objects.exists()

@@ -17,6 +17,7 @@ import pytest
 from django.core.cache import cache
 from django.db import OperationalError
 from django.utils import timezone
+from django.views.debug import ExceptionReporter
 
 from sessions_app import health
 from sessions_app.models import ChatSession, InboundEvent, LiveChatCredential, Message
@@ -459,3 +460,22 @@ def test_the_https_redirect_is_for_browsers_not_for_the_vendor_webhooks(client, 
         headers={"X-Line-Signature": sign("line-secret", body)},
     )
     assert answer.status_code == 200
+
+
+PAT = f"pat-{uuid.uuid4().hex}"  # not a literal: the page quotes the test's own source lines
+LINE_SECRET = f"line-secret-{uuid.uuid4().hex}"
+
+
+def test_debugs_error_page_hides_every_secret_setting(settings, rf):
+    # An operator who turns DEBUG on to chase a problem must not publish the PAT, whose name
+    # Django's own filter does not recognise.
+    settings.DEBUG = True
+    settings.LIVECHAT_PAT = PAT
+    settings.LINE_CHANNEL_SECRET = LINE_SECRET
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        page = ExceptionReporter(rf.get("/"), *sys.exc_info()).get_traceback_html()
+    assert "LIVECHAT_PAT" in page
+    assert PAT not in page
+    assert LINE_SECRET not in page

@@ -123,7 +123,7 @@ def parse(body: bytes) -> tuple[str, list[LineEvent]]:
     """(destination, events), the events in the order they happened."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # or nested too deeply
         raise InvalidBody("malformed JSON") from exc
     if not isinstance(data, dict) or not isinstance(data.get("events"), list):
         raise InvalidBody("`events` must be a list")

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 def livechat_webhook(request: HttpRequest) -> JsonResponse:
     try:
         body = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nested too deeply for Python
         return JsonResponse({"error": "malformed JSON"}, status=400)
     if not isinstance(body, dict):
         return JsonResponse({"error": "a JSON object is required"}, status=400)
