@@ -104,7 +104,7 @@ def user_open_chat(
         session.display_name = display_name
     session.save(update_fields=["delivery_mode", "display_name", "updated_at"])
     # A /close the worker has not carried out yet would end the chat this call opens.
-    _cancel_waiting(session, Message.Route.LIVECHAT, Kind.CLOSE, "the user opened the chat again")
+    _cancel_waiting(session, Message.Route.LIVECHAT, "the user opened the chat again", Kind.CLOSE)
     if delivery_mode == ChatSession.DeliveryMode.PUSH:
         # Pushed notices speak the user's language: learn it before the first one.
         _fill_in_profile(session)
@@ -137,7 +137,7 @@ def user_open_chat(
         return False
     # The end of the previous chat, not yet handed out, would end the one just opened for the
     # client that reads it.
-    _cancel_waiting(session, session.route_to_user, Kind.END, "a new chat was opened")
+    _cancel_waiting(session, session.route_to_user, "a new chat was opened", Kind.END)
     if session.state in (State.NEW, State.ENDED):
         session.state = State.OPEN
     session.save(update_fields=["chat_id", "thread_id", "state", "updated_at"])
@@ -146,11 +146,12 @@ def user_open_chat(
     return True
 
 
-def _cancel_waiting(session: ChatSession, route: str, kind: str, reason: str) -> None:
-    """Cancel the session's `kind` rows on `route` that no worker has taken yet."""
-    session.messages.filter(
-        route=route, kind=kind, status=Message.Status.PENDING, leased_until=None
-    ).update(status=Message.Status.CANCELLED, last_error=reason)
+def _cancel_waiting(session: ChatSession, route: str, reason: str, kind: str = "") -> None:
+    """Cancel the session's rows (of `kind`, when given) on `route` that no worker has taken."""
+    rows = session.messages.filter(route=route, status=Message.Status.PENDING, leased_until=None)
+    if kind:
+        rows = rows.filter(kind=kind)
+    rows.update(status=Message.Status.CANCELLED, last_error=reason)
 
 
 def user_said(
@@ -831,13 +832,11 @@ def _apply_line(event: LineEvent) -> str:
         return "greeted"
     if event.type == "unsend":
         return _unsend(session, str((event.raw.get("unsend") or {}).get("messageId", "")))
-    if session is None:
-        return f"ignored: {event.type} of an unknown user"
-    if event.type == "unfollow":
-        if session.state != State.ENDED:
-            user_closed(session=session)
-        return "closed: unfollowed"
     if event.type == "postback":
+        # A tap on a rich menu or a button may be how a user first asks for help.
+        session = session or session_get_or_create(
+            line_id=event.user_id, delivery_mode=ChatSession.DeliveryMode.PUSH
+        )
         postback = event.raw.get("postback") or {}
         text = f"[postback] {postback.get('data', '')}"
         params = postback.get("params")
@@ -852,6 +851,15 @@ def _apply_line(event: LineEvent) -> str:
             source_event_id=event.event_id,
         )
         return "relayed"
+    if session is None:
+        return f"ignored: {event.type} of an unknown user"
+    if event.type == "unfollow":
+        # LINE delivers no push to a user who blocked the account; what waits for a retry would
+        # only reach them, out of place, if they unblock.
+        _cancel_waiting(session, Message.Route.LINE_PUSH, "the user blocked the account")
+        if session.state != State.ENDED:
+            user_closed(session=session)
+        return "closed: unfollowed"
     return f"ignored: {event.type}"
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.utils import timezone
 
+from sessions_app import delivery
 from sessions_app.models import ChatSession, InboundEvent, Message
 from tests.conftest import wait_until
 from tests.fakes.line import (
@@ -400,6 +402,37 @@ def test_unfollow_ends_the_open_chat(line, livechat, drain):
     assert not livechat.chats[session.chat_id]["threads"][-1]["active"]
     session.refresh_from_db()
     assert session.state == ChatSession.State.ENDED
+
+
+def test_a_reply_waiting_for_a_retry_when_the_user_blocks_is_dropped(
+    line, livechat, drain, settings
+):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    session = session_of()
+    settings.DELIVERY_BACKOFF_BASE = 30  # LINE failed: the next try is a while away
+    line.fail("/v2/bot/message/push", status=500, times=1)
+    livechat.agent_says(session.chat_id, "Here is your answer")
+    delivery.run_once()
+    line.blocked(USER)
+    line.post_events([unfollow_event(USER)])
+    delivery.run_once()
+    # Unblocked later: the old answer of a closed chat does not turn up out of nowhere.
+    line.unblocked(USER)
+    Message.objects.filter(status=Message.Status.PENDING).update(next_attempt_at=timezone.now())
+    drain()
+    assert "Here is your answer" not in line.texts_for(USER)
+    answer = Message.objects.get(body="Here is your answer")
+    assert (answer.status, answer.last_error) == (
+        Message.Status.CANCELLED,
+        "the user blocked the account",
+    )
+
+
+def test_a_postback_as_a_users_first_action_opens_the_chat(line, livechat, drain):
+    line.post_events([base_event("postback", USER, postback={"data": "action=contact_support"})])
+    drain()
+    assert chat_texts(livechat, session_of()) == ["[postback] action=contact_support"]
 
 
 def test_unsend_before_delivery_stops_the_message(line, livechat, drain):
