@@ -501,6 +501,8 @@ def deliver_to_agent(message: Message) -> None:
     if not session.customer_id:
         _fill_in_profile(session)
         _create_customer(api, session)
+    elif _profile_missing(session) and _fill_in_profile(session):
+        _name_customer(api, session)
     # Media is fetched from LINE and uploaded here, in the worker, never in the webhook.
     event = media.agent_event(message, api)
     chat_id_before, thread_id_before = session.chat_id, session.thread_id
@@ -546,9 +548,14 @@ def _record_chat(session: ChatSession, chat_id_before: str, thread_id_before: st
 
 
 def _create_customer(api: CustomerChatAPI, session: ChatSession) -> None:
-    """First contact: create the LiveChat customer and tell agents who it is. Naming is best
-    effort: a failure here must not make the user's message wait or be sent twice."""
+    """First contact: create the LiveChat customer and tell agents who it is."""
     api.credentials.renew()
+    _name_customer(api, session)
+
+
+def _name_customer(api: CustomerChatAPI, session: ChatSession) -> None:
+    """Tell agents who the customer is. Best effort: a failure here must not make the user's
+    message wait or be sent twice."""
     try:
         api.update_customer(
             name=session.display_name or None,
@@ -700,23 +707,31 @@ def _event_in_thread(api: CustomerChatAPI, message: Message) -> bool:
     return any(event.get("id") == message.livechat_event_id for event in events)
 
 
-def _fill_in_profile(session: ChatSession) -> None:
+def _fill_in_profile(session: ChatSession) -> bool:
     """Name, picture and language from LINE, before the agent first sees the user and before the
-    first notice (which is worded in the profile's language). Best effort: a blocked user (404)
-    or a LINE hiccup must not hold the user's message back. A name a /init client gave wins."""
+    first notice (which is worded in the profile's language); True when LINE gave them. Best
+    effort: a blocked user (404) or a LINE hiccup must not hold the user's message back. A name
+    a /init client gave wins."""
     if session.delivery_mode != ChatSession.DeliveryMode.PUSH:
-        return
+        return False
     if session.display_name and session.language:
-        return
+        return False
     try:
         profile = line_client.get_profile(session.line_id)
     except LineError as exc:
         logger.info("no LINE profile session=%s error=%s", session.pk, exc)
-        return
+        return False
     session.display_name = session.display_name or str(profile.get("displayName") or "")[:255]
     session.picture_url = str(profile.get("pictureUrl") or "")[:1000]
     session.language = str(profile.get("language") or "")[:16]
     session.save(update_fields=["display_name", "picture_url", "language", "updated_at"])
+    return True
+
+
+def _profile_missing(session: ChatSession) -> bool:
+    """LINE's profile was not had at first contact (a LINE outage): the agent sees no name, and
+    the notices are not in the user's language. Every profile has a name, so this is rare."""
+    return not session.display_name and not session.language
 
 
 # --- LINE: the webhook's events -------------------------------------------------------------

@@ -625,3 +625,23 @@ def test_an_event_the_bridge_cannot_apply_is_parked_and_later_ones_still_go(line
     assert chat_texts(livechat, session_of()) == ["before", "after"]
     parked = InboundEvent.objects.get(event_id=broken["webhookEventId"])
     assert parked.applied_at is not None and parked.outcome.startswith("error: ")
+
+
+def test_a_profile_line_could_not_give_at_first_contact_is_asked_for_again(line, livechat, drain):
+    line.profiles[USER] = {"displayName": "Hanako", "userId": USER, "language": "en"}
+    line.fail("/v2/bot/profile", status=500, times=1)
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    session = session_of()
+    assert livechat.customers[session.customer_id].get("name") is None
+    line.post_events([text_event(USER, "are you there?")])
+    drain()
+    assert livechat.customers[session.customer_id]["name"] == "Hanako"
+    livechat.agent_ends_chat(session.chat_id)
+    drain()
+    assert line.texts_for(USER) == ["The chat has ended."]  # in the profile's language
+    # Known now: the next message asks LINE nothing.
+    asked = len(line.calls_to("/v2/bot/profile"))
+    line.post_events([text_event(USER, "thanks")])
+    drain()
+    assert len(line.calls_to("/v2/bot/profile")) == asked
