@@ -1,12 +1,16 @@
-"""Long polls never keep LINE's webhooks waiting long for a thread: the bridge under gunicorn,
-with more pull clients polling in a loop than it has threads."""
+"""Long polls under gunicorn: they never keep LINE's webhooks waiting long for a thread, with more
+pull clients polling in a loop than it has threads, and one whose client has gone hands out
+nothing."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from sessions_app.models import InboundEvent
+import pytest
+import requests
+
+from sessions_app.models import ChatSession, InboundEvent
 from sessions_app.thread_budget import GIVE_WAY_INTERVAL
 from tests.conftest import BridgeAPI
 
@@ -51,3 +55,21 @@ def test_waiting_polls_give_a_thread_to_a_line_webhook(line, livechat, web_proce
     assert early and all(body == {"type": "ok", "message": ""} for body in early)
     # ...at a bounded rate: the clients were not made to spin.
     assert len(answers) <= polled_for / GIVE_WAY_INTERVAL + len(clients)
+
+
+def test_a_poll_whose_client_gave_up_hands_nothing_out(livechat, web_process):
+    url = web_process()
+    livechat.webhook_url = f"{url}/livechat/webhook"
+    client = BridgeAPI(url)
+    assert client.call("/init", {"line_id": "U1"})["type"] == "ok"
+    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+
+    with pytest.raises(requests.Timeout):  # the client stops waiting after 1 s of a 3 s poll
+        client.http.post(f"{url}/messages", json={"line_id": "U1", "wait": 3}, timeout=1)
+    livechat.agent_says(chat_id, "the answer")  # while that poll would still be waiting
+    time.sleep(0.5)  # it would have looked several times by now
+
+    assert client.call("/messages", {"line_id": "U1", "wait": 5}) == {
+        "type": "message",
+        "message": "the answer",
+    }

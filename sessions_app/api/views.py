@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -104,6 +105,9 @@ class MessagesView(LiveagentView):
         deadline = time.monotonic() + wait
         with thread_budget.budget.waiting_poll() as should_give_way:
             while True:
+                if client_gone(request):
+                    # It gave up waiting: what is handed out now would be lost with this answer.
+                    return answer("ok", "")
                 item = relay.pull_next(session=session)
                 if item is not None:
                     return answer(PULL_TYPES.get(item.kind, "message"), item.body)
@@ -115,3 +119,18 @@ class MessagesView(LiveagentView):
                 time.sleep(
                     min(settings.MESSAGES_POLL_INTERVAL, max(deadline - time.monotonic(), 0))
                 )
+
+
+def client_gone(request: Request) -> bool:
+    """Has the client closed its connection? Known under gunicorn, whose socket the request
+    carries (a client that times out closes it); elsewhere, never."""
+    connection = request.META.get("gunicorn.socket")
+    if connection is None:
+        return False
+    try:
+        # Nothing to read yet raises; b"" is the client's end of the connection.
+        return connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError, ValueError):  # ValueError: a TLS socket
+        return False
+    except OSError:  # reset by the client
+        return True
