@@ -63,7 +63,7 @@ if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off.")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "sessions_app.apps.BridgeAdminConfig",  # django.contrib.admin, sign-in rate-limited
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -205,6 +205,9 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["sessions_app.api.throttling.APIKeyRateThrottle"],
     "EXCEPTION_HANDLER": "sessions_app.api.errors.liveagent_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Heroku's router appends the client's address to X-Forwarded-For: the last entry is the one
+    # to count (the admin's sign-in limit per address).
+    "NUM_PROXIES": 1,
 }
 
 # DEBUG's error page hides settings by name; LIVECHAT_PAT's name would not be hidden by Django's.

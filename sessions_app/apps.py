@@ -1,4 +1,12 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
+
+
+class BridgeAdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin, whose site limits sign-in attempts (admin_site.py)."""
+
+    default = False  # named in INSTALLED_APPS; SessionsAppConfig stays this module's default
+    default_site = "sessions_app.admin_site.BridgeAdminSite"
 
 
 class SessionsAppConfig(AppConfig):

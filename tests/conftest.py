@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.core.cache import cache
 from django.db import connection
 
 from sessions_app import delivery
@@ -22,6 +23,12 @@ from tests.fakes.livechat import FakeLiveChat
 
 API_KEY = "test-bridge-api-key"
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def empty_rate_limit_counts() -> None:
+    """Each test starts with no calls counted (the rate limits count in the default cache)."""
+    cache.clear()
 
 
 @pytest.fixture

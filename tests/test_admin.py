@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -310,3 +311,34 @@ def test_a_viewer_cannot_guess_a_token_through_the_list_filters(
     url = reverse(f"admin:sessions_app_{model}_changelist")
     assert client.get(url).status_code == 200
     assert client.get(url, {lookup: value}).status_code == 400
+
+
+def sign_in(client, password: str, address: str = "203.0.113.7") -> int:
+    # As Heroku's router passes it on: the client's address last in X-Forwarded-For.
+    return client.post(
+        reverse("admin:login"),
+        {"username": "boss", "password": password},
+        HTTP_X_FORWARDED_FOR=f"198.51.100.1, {address}",
+    ).status_code
+
+
+def test_sign_in_attempts_beyond_the_limit_are_refused_before_a_password_is_checked(
+    client, django_user_model
+):
+    django_user_model.objects.create_superuser("boss", password="the-right-password")
+    assert [sign_in(client, "wrong") for _ in range(5)] == [200] * 5  # the form, with an error
+    response = client.post(
+        reverse("admin:login"),
+        {"username": "boss", "password": "the-right-password"},
+        HTTP_X_FORWARDED_FOR="198.51.100.1, 203.0.113.7",
+    )
+    assert response.status_code == 429 and int(response["Retry-After"]) > 0
+    assert "_auth_user_id" not in client.session
+    # Someone else, elsewhere, still signs in.
+    assert sign_in(Client(), "the-right-password", address="192.0.2.44") == 302
+
+
+def test_sign_in_attempts_from_many_addresses_are_limited_in_all(client, django_user_model):
+    django_user_model.objects.create_superuser("boss", password="the-right-password")
+    tries = [sign_in(client, "wrong", address=f"192.0.2.{n}") for n in range(31)]
+    assert tries == [200] * 30 + [429]
