@@ -93,38 +93,15 @@ def test_an_agent_who_joined_before_the_chat_started_webhook_is_announced_once(
     with livechat.webhooks_held() as held:
         livechat.agent_joins(chatting.chat_id, name="Agent Smith")
     livechat.post_webhook(held[0])
-    chat = livechat.chats[chatting.chat_id]
-    started = livechat.make_envelope(
-        "incoming_chat",
-        {
-            "chat": {
-                "id": chatting.chat_id,
-                "users": [
-                    {"id": chatting.customer_id, "type": "customer"},
-                    {"id": "agent@example.com", "type": "agent", "name": "Agent Smith"},
-                ],
-                "thread": {"id": chat["threads"][-1]["id"], "events": []},
-            }
-        },
-    )
+    started = livechat.chat_started_envelope(chatting.chat_id)  # the agent among its users
     livechat.post_webhook(started)  # late
     drain()
     assert line.texts_for(USER).count("Agent Smith has joined the chat.") == 1
 
 
 def test_a_late_queue_position_does_not_follow_the_agent_joining(line, livechat, drain, chatting):
+    queued = livechat.chat_started_envelope(chatting.chat_id, queue={"position": 4})
     livechat.agent_joins(chatting.chat_id, name="Agent Smith")
-    thread_id = livechat.chats[chatting.chat_id]["threads"][-1]["id"]
-    queued = livechat.make_envelope(
-        "incoming_chat",
-        {
-            "chat": {
-                "id": chatting.chat_id,
-                "users": [{"id": chatting.customer_id, "type": "customer"}],
-                "thread": {"id": thread_id, "events": [], "queue": {"position": 4}},
-            }
-        },
-    )
     livechat.post_webhook(queued)
     drain()
     chatting.refresh_from_db()
@@ -172,16 +149,7 @@ def test_a_greeting_before_the_chat_started_webhook_follows_its_notice(line, liv
     line.post_events([text_event(USER, "hi")])
     worker, chat = _first_chat_started_meanwhile(livechat, drain)
     livechat.agent_says(chat["id"], "Welcome! How can I help?")
-    started = livechat.make_envelope(
-        "incoming_chat",
-        {
-            "chat": {
-                "id": chat["id"],
-                "users": [{"id": chat["customer_id"], "type": "customer"}],
-                "thread": {"id": chat["threads"][-1]["id"], "events": []},
-            }
-        },
-    )
+    started = livechat.chat_started_envelope(chat["id"])
     assert livechat.post_webhook(started) == 200  # before the worker has the answer
     worker.join()
     drain()

@@ -962,17 +962,29 @@ class FakeLiveChat:
     def _echo_events(
         self, envelopes: list[dict[str, Any]], chat: dict[str, Any], thread: dict[str, Any]
     ) -> None:
-        self._echo(
-            envelopes,
-            "incoming_chat",
-            {
-                "chat": {
-                    "id": chat["id"],
-                    "users": self._users(chat),
-                    "thread": self._thread_view(chat, thread),
-                }
-            },
-        )
+        self._echo(envelopes, "incoming_chat", self._chat_started(chat, thread))
+
+    def _chat_started(self, chat: dict[str, Any], thread: dict[str, Any]) -> dict[str, Any]:
+        """incoming_chat's payload: the chat, its users and the thread that started."""
+        return {
+            "chat": {
+                "id": chat["id"],
+                "users": self._users(chat),
+                "thread": self._thread_view(chat, thread),
+            }
+        }
+
+    def chat_started_envelope(
+        self, chat_id: str, *, queue: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The incoming_chat webhook of the chat's last thread as it stands now (its users, and
+        `queue` when given), not posted: for a test to deliver it late."""
+        with self._lock:
+            chat = self._known_chat(chat_id)
+            payload = copy.deepcopy(self._chat_started(chat, chat["threads"][-1]))
+        if queue is not None:
+            payload["chat"]["thread"]["queue"] = dict(queue)
+        return self.make_envelope("incoming_chat", payload)
 
     # ------------------------------------------------------------------ Customer Chat API
 
