@@ -266,14 +266,21 @@ def work(stop: threading.Event, *, threads: int | None = None) -> None:
         thread.join()
 
 
+# Seconds between two sweeps for LiveChat events that lost the race with their chat's recording.
+PARKED_SWEEP_INTERVAL = 1.0
+
+
 def _loop(stop: threading.Event, housekeeping: bool) -> None:
-    next_prune = time.monotonic()
+    next_prune = next_sweep = time.monotonic()
     try:
         while not stop.is_set():
             close_old_connections()
             try:
                 # One thread per worker applies the inbox: the others would only queue behind it.
                 done = run_once(limit=4, intake=housekeeping)
+                if housekeeping and time.monotonic() >= next_sweep:
+                    relay.apply_parked_livechat_events()
+                    next_sweep = time.monotonic() + PARKED_SWEEP_INTERVAL
                 if housekeeping and time.monotonic() >= next_prune:
                     prune_inbound_events()
                     next_prune = time.monotonic() + 3600

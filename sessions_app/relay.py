@@ -103,8 +103,11 @@ def user_open_chat(
     if display_name:
         session.display_name = display_name
     session.save(update_fields=["delivery_mode", "display_name", "updated_at"])
-    # A /close the worker has not carried out yet would end the chat this call opens.
-    _cancel_waiting(session, Message.Route.LIVECHAT, "the user opened the chat again", Kind.CLOSE)
+    # A /close the worker has not carried out yet would end the chat this call opens (it is put
+    # back when the chat cannot be opened).
+    closes = _cancel_waiting(
+        session, Message.Route.LIVECHAT, "the user opened the chat again", Kind.CLOSE
+    )
     if delivery_mode == ChatSession.DeliveryMode.PUSH:
         # Pushed notices speak the user's language: learn it before the first one.
         _fill_in_profile(session)
@@ -134,24 +137,50 @@ def user_open_chat(
                 session.thread_id = answer.get("thread_id", "")
     except LiveChatError as exc:
         logger.warning("open chat failed session=%s error=%s", session.pk, exc)
+        _uncancel(closes, "the user opened the chat again")
         return False
-    # The end of the previous chat, not yet handed out, would end the one just opened for the
-    # client that reads it.
-    _cancel_waiting(session, session.route_to_user, "a new chat was opened", Kind.END)
-    if session.state in (State.NEW, State.ENDED):
-        session.state = State.OPEN
-    session.save(update_fields=["chat_id", "thread_id", "state", "updated_at"])
+    thread_id = session.thread_id
+    # The end of an earlier thread, not yet handed out, would end the one just opened for the
+    # client that reads it. An end of this very thread, come meanwhile, stays.
+    _cancel_waiting(session, session.route_to_user, "a new chat was opened", Kind.END, thread_id)
+    ChatSession.objects.filter(pk=session.pk).update(
+        chat_id=session.chat_id, thread_id=thread_id, updated_at=timezone.now()
+    )
+    # Opened now, unless this thread's end came meanwhile: conditional, since a webhook may have
+    # changed the state while LiveChat answered.
+    if not session.messages.filter(kind=Kind.END, livechat_thread_id=thread_id).exists():
+        ChatSession.objects.filter(pk=session.pk, state__in=[State.NEW, State.ENDED]).update(
+            state=State.OPEN
+        )
+    session.refresh_from_db(fields=["state", "updated_at"])
     if session.chat_id != known_chat:
         _apply_parked(session)
     return True
 
 
-def _cancel_waiting(session: ChatSession, route: str, reason: str, kind: str = "") -> None:
-    """Cancel the session's rows (of `kind`, when given) on `route` that no worker has taken."""
+def _cancel_waiting(
+    session: ChatSession, route: str, reason: str, kind: str = "", keep_thread: str = ""
+) -> list[int]:
+    """Cancel the session's rows on `route` (of `kind`, when given; not those of `keep_thread`)
+    that no worker has taken; returns the ids looked at."""
     rows = session.messages.filter(route=route, status=Message.Status.PENDING, leased_until=None)
     if kind:
         rows = rows.filter(kind=kind)
-    rows.update(status=Message.Status.CANCELLED, last_error=reason)
+    if keep_thread:
+        rows = rows.exclude(livechat_thread_id=keep_thread)
+    ids = list(rows.values_list("pk", flat=True))
+    # Checked again: a worker may have leased one since.
+    Message.objects.filter(pk__in=ids, status=Message.Status.PENDING, leased_until=None).update(
+        status=Message.Status.CANCELLED, last_error=reason
+    )
+    return ids
+
+
+def _uncancel(ids: list[int], reason: str) -> None:
+    """Put back what `_cancel_waiting` cancelled for `reason`."""
+    Message.objects.filter(pk__in=ids, status=Message.Status.CANCELLED, last_error=reason).update(
+        status=Message.Status.PENDING, last_error=""
+    )
 
 
 def user_said(
@@ -376,10 +405,33 @@ def _apply_parked(session: ChatSession) -> None:
             logger.exception("applying a parked LiveChat event failed event=%s", record.pk)
 
 
+# A webhook that raced the recording of its chat (it found no session, and committed after the
+# chat was recorded and its parked events applied) is at most this old when the worker sweeps.
+PARKED_SWEEP_SECONDS = 120
+
+
+def apply_parked_livechat_events() -> None:
+    """Apply the parked events whose chat a session has now: those that lost the race above (two
+    web processes, or a webhook and the worker, at once). Run by the worker every second."""
+    since = timezone.now() - timedelta(seconds=PARKED_SWEEP_SECONDS)
+    chat_ids = {
+        chat_id
+        for chat_id in InboundEvent.objects.filter(
+            source=InboundEvent.Source.LIVECHAT, outcome=UNKNOWN_CHAT, received_at__gte=since
+        ).values_list("payload__payload__chat_id", flat=True)
+        if isinstance(chat_id, str) and chat_id
+    }
+    for session in ChatSession.objects.filter(chat_id__in=chat_ids):
+        _apply_parked(session)
+
+
 def _thread_over(session: ChatSession, event: LiveChatEvent) -> bool:
-    """Is `event` of the thread whose end the session has recorded already?"""
-    return session.state == State.ENDED and (
-        not event.thread_id or not session.thread_id or event.thread_id == session.thread_id
+    """Is `event` of the thread whose end the session has recorded already? (A session ended
+    before it had any thread, by an unfollow or a /close, has none.)"""
+    return (
+        session.state == State.ENDED
+        and bool(session.thread_id)
+        and event.thread_id in ("", session.thread_id)
     )
 
 
@@ -409,16 +461,23 @@ def _queue_in_said_order(
     moved = [_queued_fields(row) for row in reversed(later)]
     try:
         with transaction.atomic():
-            # The rows were read without a lock: one a worker (or a poll) took since then keeps
-            # its place, and the agent's message goes last, as it came.
-            untaken = Message.objects.filter(
-                pk__in=[row.pk for row in later],
-                status=Message.Status.PENDING,
-                attempts=0,
-                leased_until=None,
+            # The rows were read without a lock: one a worker (or a poll) took since then, or is
+            # taking (its row lock is held: waiting for it could deadlock), keeps its place, and
+            # the agent's message goes last, as it came.
+            untaken = list(
+                Message.objects.select_for_update(skip_locked=True)
+                .filter(
+                    pk__in=[row.pk for row in later],
+                    status=Message.Status.PENDING,
+                    attempts=0,
+                    leased_until=None,
+                )
+                .order_by("id")
+                .values_list("pk", flat=True)
             )
-            if untaken.delete()[0] != len(later):
+            if len(untaken) != len(later):
                 raise _Taken
+            Message.objects.filter(pk__in=untaken).delete()
     except _Taken:
         moved = []
     for fields in rows:
@@ -669,6 +728,7 @@ def _already_in_chat(api: CustomerChatAPI, session: ChatSession, message: Messag
     """After an attempt whose outcome we never saw: did LiveChat take it? (custom_id is ours)."""
     if not session.chat_id and _found_lost_chat(api, session):
         session.save(update_fields=["chat_id", "thread_id", "updated_at"])
+        _apply_parked(session)
     if not session.chat_id:
         return False
     chat = api.get_chat(chat_id=session.chat_id)

@@ -268,3 +268,32 @@ def test_init_right_after_close_is_not_closed_by_that_close(api, livechat, drain
     assert livechat.chats[session.chat_id]["threads"][-1]["active"]
     assert api.call("/messages", {"line_id": "U1", "wait": 0.3}) == {"type": "ok", "message": ""}
     assert Message.objects.get(kind=Message.Kind.CLOSE).status == Message.Status.CANCELLED
+
+
+def test_a_close_is_carried_out_after_all_when_the_init_after_it_fails(api, livechat, drain):
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    assert api.call("/close", {"line_id": "U1"})["type"] == "end"
+    livechat.fail("update_customer", status=503)
+    assert api.call("/init", {"line_id": "U1"})["type"] == "fail"
+    drain()
+    assert len(livechat.calls_to("deactivate_chat")) == 1
+    assert not livechat.chats[session.chat_id]["threads"][-1]["active"]
+
+
+def test_an_end_that_comes_while_init_opens_the_chat_is_still_handed_out(api, livechat):
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    livechat.slow("get_chat", 1.0)  # /init has been told "active"; the answer is on its way
+    answers: list[dict] = []
+    init = _in_background(lambda: answers.append(api.call("/init", {"line_id": "U1"})))
+    wait_until(lambda: livechat.calls_to("get_chat"))
+    livechat.agent_ends_chat(session.chat_id)  # meanwhile
+    init.join(10)
+    assert answers == [{"type": "ok", "message": "接続しました。"}]
+    assert api.call("/messages", {"line_id": "U1", "wait": 1}) == {
+        "type": "end",
+        "message": "接続が終了しました。",
+    }
+    session.refresh_from_db()
+    assert session.state == ChatSession.State.ENDED

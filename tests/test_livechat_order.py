@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from django.db import connection
 
 from sessions_app import delivery
 from sessions_app.models import ChatSession, InboundEvent, Message
@@ -126,7 +127,14 @@ def _first_chat_started_meanwhile(livechat, drain) -> tuple[threading.Thread, di
     """The worker starts the user's chat; LiveChat has started it but its answer is still on the
     way (1 s). Returns the worker's thread and the chat, as LiveChat has it."""
     livechat.slow("start_chat", 1.0)
-    worker = threading.Thread(target=drain, kwargs={"timeout": 20})
+
+    def work() -> None:
+        try:
+            drain(timeout=20)
+        finally:
+            connection.close()  # a thread's pooled connection goes back only when closed
+
+    worker = threading.Thread(target=work)
     worker.start()
     wait_until(lambda: livechat.chats)
     (chat,) = livechat.chats.values()
@@ -173,3 +181,81 @@ def test_events_of_chats_that_are_not_the_bridges_stay_recorded_only(line, livec
     assert livechat.post_webhook(envelope) == 200
     assert InboundEvent.objects.get(event_id="T1_1").outcome == "unknown chat"
     assert not Message.objects.filter(body="a website visitor's chat").exists()
+
+
+def test_a_greeting_that_lost_the_race_with_its_chats_recording_is_swept_up(
+    line, livechat, settings
+):
+    # What two processes at once can leave behind: the greeting's webhook found no session with
+    # its chat and committed "unknown chat" just after another process recorded that chat.
+    session = ChatSession.objects.create(line_id=USER, customer_id="C1", language="en")
+    greeting = livechat.make_envelope(
+        "incoming_event",
+        {
+            "chat_id": "CHAT1",
+            "thread_id": "T1",
+            "event": {
+                "id": "T1_1",
+                "type": "message",
+                "text": "Welcome! How can I help?",
+                "author_id": "bot@example.com",
+                "visibility": "all",
+                "created_at": "2026-12-02T10:00:00.000000Z",
+            },
+        },
+    )
+    assert livechat.post_webhook(greeting) == 200
+    assert InboundEvent.objects.get(event_id="T1_1").outcome == "unknown chat"
+    ChatSession.objects.filter(pk=session.pk).update(chat_id="CHAT1", thread_id="T1")
+
+    stop = threading.Event()
+    worker = threading.Thread(target=delivery.work, args=(stop,), kwargs={"threads": 1})
+    worker.start()
+    try:
+        wait_until(lambda: line.texts_for(USER), timeout=10)
+    finally:
+        stop.set()
+        worker.join(10)
+    assert line.texts_for(USER) == ["Welcome! How can I help?"]
+
+
+@pytest.mark.parametrize("ended", [False, True])
+def test_the_first_chat_start_is_heard_by_a_user_ended_before_any_chat(
+    line, livechat, drain, ended
+):
+    line.profiles[USER] = {"displayName": "Hanako", "userId": USER, "language": "en"}
+    if ended:  # as an unfollow, or a /close, before the user's first chat leaves it
+        ChatSession.objects.create(line_id=USER, state=ChatSession.State.ENDED, language="en")
+    line.post_events([text_event(USER, "hi")])
+    worker, chat = _first_chat_started_meanwhile(livechat, drain)
+    # The chat-started webhook outruns start_chat's answer.
+    livechat.post_webhook(livechat.chat_started_envelope(chat["id"], queue={"position": 3}))
+    worker.join()
+    drain()
+    assert line.texts_for(USER) == [
+        "We are connecting you to an agent. You are number 3 in the queue."
+    ]
+
+
+def test_reordering_while_the_worker_sends_delivers_every_message_once(line, livechat, chatting):
+    # Rows are moved only while no worker has taken them; with the worker sending meanwhile,
+    # a row it takes between the look and the move stays where it is, and is sent once.
+    stop = threading.Event()
+    worker = threading.Thread(target=delivery.work, args=(stop,), kwargs={"threads": 2})
+    worker.start()
+    texts = []
+    try:
+        for pair in range(25):
+            with livechat.webhooks_held() as held:
+                for part in ("a", "b"):
+                    texts.append(f"{pair}{part}")
+                    livechat.agent_says(chatting.chat_id, texts[-1])
+            for envelope in reversed(held):
+                assert livechat.post_webhook(envelope) == 200
+        wait_until(lambda: len(line.texts_for(USER)) >= len(texts), timeout=30)
+    finally:
+        stop.set()
+        worker.join(10)
+    assert sorted(line.texts_for(USER)) == sorted(texts)
+    sent = Message.objects.filter(direction=Message.Direction.TO_USER, status="sent")
+    assert sent.count() == len(texts)
