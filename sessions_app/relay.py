@@ -439,10 +439,6 @@ def _thread_over(session: ChatSession, event: LiveChatEvent) -> bool:
 REORDER_WINDOW = 50
 
 
-class _Taken(Exception):
-    pass
-
-
 def _queue_in_said_order(
     session: ChatSession, event: LiveChatEvent, rows: list[dict[str, Any]]
 ) -> None:
@@ -458,32 +454,36 @@ def _queue_in_said_order(
         if row.attempts or row.leased_until or not _said_after(row, event):
             break
         later.append(row)
-    moved = [_queued_fields(row) for row in reversed(later)]
-    try:
-        with transaction.atomic():
-            # The rows were read without a lock: one a worker (or a poll) took since then, or is
-            # taking (its row lock is held: waiting for it could deadlock), keeps its place, and
-            # the agent's message goes last, as it came.
-            untaken = list(
-                Message.objects.select_for_update(skip_locked=True)
-                .filter(
-                    pk__in=[row.pk for row in later],
-                    status=Message.Status.PENDING,
-                    attempts=0,
-                    leased_until=None,
-                )
-                .order_by("id")
-                .values_list("pk", flat=True)
-            )
-            if len(untaken) != len(later):
-                raise _Taken
-            Message.objects.filter(pk__in=untaken).delete()
-    except _Taken:
-        moved = []
+    later.reverse()
+    moved = [_queued_fields(row) for row in later] if later and _removed_untaken(later) else []
     for fields in rows:
         to_user(session, **fields)
     for fields in moved:
         Message.objects.create(**fields)
+
+
+def _removed_untaken(rows: list[Message]) -> bool:
+    """Delete `rows` if nothing has taken any of them since they were read (without a lock);
+    else leave them all, and False."""
+    with transaction.atomic():
+        # A row a worker (or a poll) has taken, or is taking (its lock is held: waiting for it
+        # could deadlock with the worker), keeps its place; the agent's message then goes last,
+        # as it came.
+        untaken = list(
+            Message.objects.select_for_update(skip_locked=True)
+            .filter(
+                pk__in=[row.pk for row in rows],
+                status=Message.Status.PENDING,
+                attempts=0,
+                leased_until=None,
+            )
+            .order_by("id")
+            .values_list("pk", flat=True)
+        )
+        if len(untaken) != len(rows):
+            return False
+        Message.objects.filter(pk__in=untaken).delete()
+    return True
 
 
 def _said_after(row: Message, event: LiveChatEvent) -> bool:
