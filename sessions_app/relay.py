@@ -114,7 +114,7 @@ def user_open_chat(
     api = livechat_api(session)
     fields = _session_fields(session) + list(session_fields or [])
     answers = {key: str(value) for field in session_fields or [] for key, value in field.items()}
-    known_chat = session.chat_id
+    known_chat, known_thread = session.chat_id, session.thread_id
     try:
         api.update_customer(
             name=session.display_name,
@@ -139,22 +139,12 @@ def user_open_chat(
         logger.warning("open chat failed session=%s error=%s", session.pk, exc)
         _uncancel(closes, "the user opened the chat again")
         return False
-    thread_id = session.thread_id
     # The end of an earlier thread, not yet handed out, would end the one just opened for the
     # client that reads it. An end of this very thread, come meanwhile, stays.
-    _cancel_waiting(session, session.route_to_user, "a new chat was opened", Kind.END, thread_id)
-    ChatSession.objects.filter(pk=session.pk).update(
-        chat_id=session.chat_id, thread_id=thread_id, updated_at=timezone.now()
+    _cancel_waiting(
+        session, session.route_to_user, "a new chat was opened", Kind.END, session.thread_id
     )
-    # Opened now, unless this thread's end came meanwhile: conditional, since a webhook may have
-    # changed the state while LiveChat answered.
-    if not session.messages.filter(kind=Kind.END, livechat_thread_id=thread_id).exists():
-        ChatSession.objects.filter(pk=session.pk, state__in=[State.NEW, State.ENDED]).update(
-            state=State.OPEN
-        )
-    session.refresh_from_db(fields=["state", "updated_at"])
-    if session.chat_id != known_chat:
-        _apply_parked(session)
+    _record_chat(session, known_chat, known_thread)
     return True
 
 
@@ -585,9 +575,10 @@ def deliver_to_agent(message: Message) -> None:
 
 
 def _record_chat(session: ChatSession, chat_id_before: str, thread_id_before: str) -> None:
-    """Keep the chat and thread a message went to (`session`'s, against what they were before the
-    send). Written only when they changed, and the state only from new or ended: an
-    `incoming_chat` webhook may have just said queued or with-agent."""
+    """Keep the chat and thread a message went to, or /init opened (`session`'s, against what
+    they were before). Written only when they changed, and the state opened only from new or
+    ended, and not when this thread's end has come meanwhile: webhooks may have changed the state
+    while LiveChat answered (an `incoming_chat` says queued or with-agent)."""
     updates: dict[str, Any] = {}
     if session.chat_id != chat_id_before:
         updates["chat_id"] = session.chat_id
@@ -598,9 +589,12 @@ def _record_chat(session: ChatSession, chat_id_before: str, thread_id_before: st
     now = timezone.now()
     if updates:
         ChatSession.objects.filter(pk=session.pk).update(**updates, updated_at=now)
-    if ChatSession.objects.filter(pk=session.pk, state__in=[State.NEW, State.ENDED]).update(
-        state=State.OPEN, updated_at=now
-    ):
+    ended = session.thread_id and (
+        session.messages.filter(kind=Kind.END, livechat_thread_id=session.thread_id).exists()
+    )
+    if not ended and ChatSession.objects.filter(
+        pk=session.pk, state__in=[State.NEW, State.ENDED]
+    ).update(state=State.OPEN, updated_at=now):
         session.state = State.OPEN
     if "chat_id" in updates:
         _apply_parked(session)
