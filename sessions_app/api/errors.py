@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 # failover, no pooled connection within the pool's 5 s, or SQLite's write lock held past its
 # timeout, each over within seconds or minutes. A 500 would say the request itself was at fault;
 # it was not, what it wrote was rolled back, and a retried /init finds a chat it had started
-# (relay._start_chat): the caller should send it again.
+# (relay.chats.start_chat): the caller should send it again.
 DATABASE_RETRY_AFTER_SECONDS = 5
 
 

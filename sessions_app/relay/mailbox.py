@@ -1,0 +1,152 @@
+"""A conversation's rows: its session, what the user said (for the agent), what is queued for
+the user, a vendor event applied once, and the pull client's hand-out. Cheap and local: the
+webhooks and the JSON API call these inside their own transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ..models import ChatSession, InboundEvent, Message
+
+State = ChatSession.State
+Kind = Message.Kind
+
+
+def session_get_or_create(*, line_id: str, delivery_mode: str) -> ChatSession:
+    try:
+        with transaction.atomic():
+            session, _ = ChatSession.objects.get_or_create(
+                line_id=line_id, defaults={"delivery_mode": delivery_mode}
+            )
+    except IntegrityError:  # created by a concurrent request a moment ago
+        session = ChatSession.objects.get(line_id=line_id)
+    return session
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def inbound_once(
+    *, source: str, event_id: str, event_type: str, payload: dict[str, Any], apply: Any
+) -> str:
+    """Apply a vendor event unless its id was seen before; returns what was done.
+
+    The work and the record of the id are one savepoint: a redelivery racing the first delivery
+    rolls its own work back instead of relaying twice."""
+    try:
+        with transaction.atomic():
+            outcome = apply()
+            try:
+                with transaction.atomic():
+                    InboundEvent.objects.create(
+                        source=source,
+                        event_id=event_id[:128],
+                        event_type=event_type[:64],
+                        payload=payload,
+                        outcome=outcome[:64],
+                        applied_at=timezone.now(),
+                    )
+            except IntegrityError as exc:
+                raise _Duplicate from exc
+    except _Duplicate:
+        return "duplicate"
+    return outcome
+
+
+def cancel_waiting(
+    session: ChatSession, route: str, reason: str, kind: str = "", keep_thread: str = ""
+) -> list[int]:
+    """Cancel the session's rows on `route` (of `kind`, when given; not those of `keep_thread`)
+    that no worker has taken; returns the ids looked at."""
+    rows = session.messages.filter(route=route, status=Message.Status.PENDING, leased_until=None)
+    if kind:
+        rows = rows.filter(kind=kind)
+    if keep_thread:
+        rows = rows.exclude(livechat_thread_id=keep_thread)
+    ids = list(rows.values_list("pk", flat=True))
+    # Checked again: a worker may have leased one since.
+    Message.objects.filter(pk__in=ids, status=Message.Status.PENDING, leased_until=None).update(
+        status=Message.Status.CANCELLED, last_error=reason
+    )
+    return ids
+
+
+def uncancel(ids: list[int], reason: str) -> None:
+    """Put back what `cancel_waiting` cancelled for `reason`."""
+    Message.objects.filter(pk__in=ids, status=Message.Status.CANCELLED, last_error=reason).update(
+        status=Message.Status.PENDING, last_error=""
+    )
+
+
+def user_said(
+    *,
+    session: ChatSession,
+    text: str,
+    kind: str = Kind.TEXT,
+    payload: dict[str, Any] | None = None,
+    source_event_id: str = "",
+    line_message_id: str = "",
+) -> Message:
+    """Queue what the user said for the agent. Durable once this returns."""
+    return Message.objects.create(
+        session=session,
+        direction=Message.Direction.TO_AGENT,
+        route=Message.Route.LIVECHAT,
+        kind=kind,
+        body=text,
+        payload=payload or {},
+        source_event_id=source_event_id,
+        line_message_id=line_message_id,
+    )
+
+
+def user_closed(*, session: ChatSession) -> None:
+    """The user (or their client) ended the chat: end it on LiveChat too, after what is queued."""
+    with transaction.atomic():
+        # What the agent side queued for a pull client that has said goodbye would be handed to
+        # its next chat as if it were new.
+        session.messages.filter(route=Message.Route.API_PULL, status=Message.Status.PENDING).update(
+            status=Message.Status.CANCELLED, last_error="closed by the user"
+        )
+        if (
+            session.chat_id
+            or session.messages.filter(
+                route=Message.Route.LIVECHAT, status=Message.Status.PENDING
+            ).exists()
+        ):
+            user_said(session=session, text="", kind=Kind.CLOSE)
+        session.state = State.ENDED
+        session.save(update_fields=["state", "updated_at"])
+
+
+def to_user(session: ChatSession, *, kind: str, text: str, **fields: Any) -> Message:
+    return Message.objects.create(
+        session=session,
+        direction=Message.Direction.TO_USER,
+        route=session.route_to_user,
+        kind=kind,
+        body=text,
+        **fields,
+    )
+
+
+def pull_next(*, session: ChatSession) -> Message | None:
+    """Hand out the oldest undelivered item of a pull session, once."""
+    while True:
+        candidate = (
+            session.messages.filter(route=Message.Route.API_PULL, status=Message.Status.PENDING)
+            .order_by("id")
+            .first()
+        )
+        if candidate is None:
+            return None
+        # Compare-and-set: two concurrent polls of one line_id never get the same item.
+        taken = Message.objects.filter(pk=candidate.pk, status=Message.Status.PENDING).update(
+            status=Message.Status.SENT, sent_at=timezone.now(), attempts=1
+        )
+        if taken:
+            return candidate
