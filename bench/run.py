@@ -306,7 +306,7 @@ class Bench:
             "LIVECHAT_REFRESH_TOKEN": info["refresh_token"],
             "LIVECHAT_WEBHOOK_SECRET": info["webhook_secret"],
             "BRIDGE_API_KEY": API_KEY,
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": "INFO",  # what the bridge runs with unless told otherwise
         }
         say(f"database: {database_url}")
         migrate = subprocess.run(
@@ -621,7 +621,7 @@ class Bench:
         os.kill(self.worker.pid, signal.SIGSTOP)
         self.worker_paused = time.time()
         # Enough unique deliveries for the bridge (a repeated webhookEventId is a duplicate).
-        budget = int(3000 * (args.throughput_seconds + 1))
+        budget = int(5000 * (args.throughput_seconds + 1))
         pool = [
             (f"bare{i}", self.webhook(self.bare_port, self.users[i % len(self.users)], f"x{i}"))
             for i in range(2000)
