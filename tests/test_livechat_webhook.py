@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 
 import pytest
 import requests
+from django.utils import timezone
 
 from sessions_app.models import ChatSession, InboundEvent, Message
 
@@ -113,6 +115,29 @@ def test_agent_joined_and_transfer_are_status_notices(api, livechat, opened):
     assert item["type"] == "ok" and item["message"]
     opened.refresh_from_db()
     assert opened.state in {ChatSession.State.QUEUED, ChatSession.State.OPEN}
+
+
+def test_an_agent_added_back_later_is_announced_again_but_a_redelivery_is_not(
+    api, livechat, opened
+):
+    # user_added_to_chat has no id of its own: the bridge knows a redelivery by its payload.
+    first = livechat.agent_joins(opened.chat_id, agent_id="a@example.com", name="Agent A")
+    assert "Agent A" in api.call("/messages", {"line_id": "U1", "wait": 1})["message"]
+    livechat.agent_joins(opened.chat_id, agent_id="b@example.com", name="Agent B")
+    assert "Agent B" in api.call("/messages", {"line_id": "U1", "wait": 1})["message"]
+    assert livechat.post_webhook(first) == 200  # LiveChat retrying within its minute
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.3}) == {"type": "ok", "message": ""}
+
+    # A quarter of an hour later the chat is handed back to Agent A: the same payload, a new event.
+    InboundEvent.objects.update(received_at=timezone.now() - timedelta(minutes=15))
+    assert livechat.post_webhook(first) == 200
+    assert "Agent A" in api.call("/messages", {"line_id": "U1", "wait": 1})["message"]
+    opened.refresh_from_db()
+    assert opened.agent_name == "Agent A"
+    assert livechat.post_webhook(first) == 200  # and that one's own redelivery is dropped
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.3}) == {"type": "ok", "message": ""}
+    joins = InboundEvent.objects.filter(event_type="user_added_to_chat")
+    assert sorted(joins.values_list("outcome", flat=True)) == ["agent joined"] * 3
 
 
 def test_a_transfer_of_an_ended_chat_neither_reopens_it_nor_tells_the_user(api, livechat, opened):

@@ -29,6 +29,9 @@ class LiveChatEvent:
     kind: str
     action: str
     dedupe_id: str
+    # The id is a digest of the payload, not one LiveChat gave the event: the same payload may
+    # come again later as a new event (an agent added back, a chat transferred back).
+    content_keyed: bool = True
     chat_id: str = ""
     thread_id: str = ""
     author_id: str = ""
@@ -114,7 +117,11 @@ def _parse_v36(body: dict[str, Any]) -> LiveChatEvent:
             kind, text = "message", rich_message_text(event)
         return LiveChatEvent(
             kind=kind,
-            **{**common, "dedupe_id": str(event.get("id") or dedupe_id)},
+            **{
+                **common,
+                "dedupe_id": str(event.get("id") or dedupe_id),
+                "content_keyed": not event.get("id"),
+            },
             chat_id=str(payload.get("chat_id", "")),
             thread_id=str(payload.get("thread_id", "")),
             author_id=str(event.get("author_id", "")),
@@ -199,6 +206,7 @@ def _parse_legacy(body: dict[str, Any]) -> LiveChatEvent:
         kind=kinds.get(event_type, "other"),
         action=event_type,
         dedupe_id=f"{event_type}:{unique}",
+        content_keyed=not body.get("event_unique_id"),
         chat_id=str(chat.get("id", "")),
         raw=body,
     )

@@ -43,6 +43,9 @@ def _session_for_chat(event: LiveChatEvent) -> ChatSession | None:
 
 
 WEBHOOK_CREDENTIAL_KEYS = frozenset({"secret_key", "token"})
+# LiveChat redelivers a webhook up to 3 times within about a minute. An event without an id of
+# its own that comes again after this long is a new one that happens to read the same.
+LIVECHAT_REDELIVERY_WINDOW = timedelta(minutes=10)
 
 
 def agent_event(event: LiveChatEvent) -> str:
@@ -55,6 +58,7 @@ def agent_event(event: LiveChatEvent) -> str:
         # The webhook's credential is checked, not kept.
         payload={k: v for k, v in event.raw.items() if k not in WEBHOOK_CREDENTIAL_KEYS},
         apply=lambda: _apply(event),
+        repeat_after=LIVECHAT_REDELIVERY_WINDOW if event.content_keyed else None,
     )
 
 

@@ -4,6 +4,7 @@ webhooks and the JSON API call these inside their own transaction."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -31,12 +32,24 @@ class _Duplicate(Exception):
 
 
 def inbound_once(
-    *, source: str, event_id: str, event_type: str, payload: dict[str, Any], apply: Any
+    *,
+    source: str,
+    event_id: str,
+    event_type: str,
+    payload: dict[str, Any],
+    apply: Any,
+    repeat_after: timedelta | None = None,
 ) -> str:
     """Apply a vendor event unless its id was seen before; returns what was done.
 
     The work and the record of the id are one savepoint: a redelivery racing the first delivery
-    rolls its own work back instead of relaying twice."""
+    rolls its own work back instead of relaying twice. With `repeat_after`, an id seen longer ago
+    than that is a new event; each occurrence is kept under the id with `#2`, `#3`… appended."""
+    key: str | None = event_id[:128]
+    if repeat_after is not None:
+        key = _occurrence_key(source, key, timezone.now() - repeat_after)
+        if key is None:
+            return "duplicate"
     try:
         with transaction.atomic():
             outcome = apply()
@@ -44,7 +57,7 @@ def inbound_once(
                 with transaction.atomic():
                     InboundEvent.objects.create(
                         source=source,
-                        event_id=event_id[:128],
+                        event_id=key,
                         event_type=event_type[:64],
                         payload=payload,
                         outcome=outcome[:64],
@@ -55,6 +68,24 @@ def inbound_once(
     except _Duplicate:
         return "duplicate"
     return outcome
+
+
+def _occurrence_key(source: str, key: str, redelivered_since: datetime) -> str | None:
+    """The id of a new occurrence of `key`, or None when its latest one is recent enough for
+    this to be a redelivery of it."""
+    occurrence = 1
+    while True:
+        candidate = key if occurrence == 1 else f"{key[:120]}#{occurrence}"
+        seen = (
+            InboundEvent.objects.filter(source=source, event_id=candidate)
+            .values_list("received_at", flat=True)
+            .first()
+        )
+        if seen is None:
+            return candidate
+        if seen >= redelivered_since:
+            return None
+        occurrence += 1
 
 
 def cancel_waiting(
