@@ -1,0 +1,102 @@
+"""The worker's threads: an idle worker leaves the database alone, a busy one sends in parallel,
+and a slow vendor call holds up only its own mailbox."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+from django.db import connection
+from django.db.backends.signals import connection_created
+
+from sessions_app import delivery
+from sessions_app.models import ChatSession, Message
+from tests.conftest import wait_until
+from tests.test_delivery_faults import chat_texts
+
+
+@pytest.fixture
+def worker() -> Iterator[Callable[..., None]]:
+    stops: list[tuple[threading.Event, threading.Thread]] = []
+
+    def start(threads: int) -> None:
+        stop = threading.Event()
+        thread = threading.Thread(target=delivery.work, args=(stop,), kwargs={"threads": threads})
+        thread.start()
+        stops.append((stop, thread))
+
+    yield start
+    for stop, _ in stops:
+        stop.set()
+    for _, thread in stops:
+        thread.join(10)
+        assert not thread.is_alive(), "the worker did not stop"
+
+
+@pytest.fixture
+def statements_by_thread() -> Iterator[Counter]:
+    """SQL statements run by each thread, as SQLite traces them."""
+    if connection.vendor != "sqlite":
+        pytest.skip("counts statements with SQLite's trace callback")
+    counts: Counter = Counter()
+
+    def trace(sender, connection, **kwargs) -> None:
+        name = threading.current_thread().name
+        connection.connection.set_trace_callback(lambda sql: counts.update([name]))
+
+    connection_created.connect(trace)
+    yield counts
+    connection_created.disconnect(trace)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_idle_worker_polls_the_database_from_one_thread(worker, statements_by_thread):
+    worker(threads=4)
+    time.sleep(1.5)
+    first = statements_by_thread["delivery-0"]
+    others = [statements_by_thread[f"delivery-{n}"] for n in (1, 2, 3)]
+    # The first thread polls every 50 ms; the others look once at the start and once a second.
+    assert first >= 20
+    assert all(count <= first / 4 for count in others), statements_by_thread
+
+
+def test_a_burst_is_sent_by_every_thread_in_each_users_order(api, livechat, worker, caplog):
+    sessions = []
+    for n in range(6):
+        api.call("/init", {"line_id": f"U{n}"})
+        sessions.append(ChatSession.objects.get(line_id=f"U{n}"))
+    caplog.set_level(logging.INFO, logger="sessions_app.delivery")
+    worker(threads=3)
+    time.sleep(0.3)  # idle: only the first thread is looking
+    livechat.slow("send_event", 0.05, times=48)  # long enough for the others to wake and help
+    for i in range(8):
+        for n in range(6):
+            api.call("/send", {"line_id": f"U{n}", "message": f"U{n}-{i}"})
+    wait_until(lambda: not Message.objects.filter(status=Message.Status.PENDING).exists(), 30)
+    for n, session in enumerate(sessions):
+        assert chat_texts(livechat, session) == [f"U{n}-{i}" for i in range(8)]
+    assert len(livechat.calls_to("send_event")) == 48
+    senders = {r.threadName for r in caplog.records if r.getMessage().startswith("delivered")}
+    assert senders == {"delivery-0", "delivery-1", "delivery-2"}
+
+
+def test_a_slow_livechat_call_holds_up_only_its_own_user(api, livechat, worker):
+    for line_id in ("U1", "U2"):
+        api.call("/init", {"line_id": line_id})
+    other = ChatSession.objects.get(line_id="U2")
+    livechat.slow("send_event", 5.0)  # under the 10 s read timeout: it succeeds, late
+    api.call("/send", {"line_id": "U1", "message": "answered late"})
+    worker(threads=2)
+    wait_until(lambda: livechat.calls_to("send_event"), 5)
+    started = time.monotonic()
+    api.call("/send", {"line_id": "U2", "message": "not held up"})
+    wait_until(lambda: chat_texts(livechat, other) == ["not held up"], 5)
+    assert time.monotonic() - started < 3
+    late = Message.objects.get(body="answered late")
+    assert late.status == Message.Status.PENDING and late.leased_until  # still in its call
+    wait_until(lambda: Message.objects.get(pk=late.pk).status == Message.Status.SENT, 10)
+    assert len(livechat.calls_to("send_event")) == 2
