@@ -257,6 +257,19 @@ def test_init_after_an_unread_end_does_not_hand_out_that_old_end(api, livechat):
     assert api.call("/messages", {"line_id": "U1", "wait": 5})["message"] == "Welcome back"
 
 
+def test_a_close_of_a_chat_the_agent_has_just_ended_is_done_not_failed(api, livechat, drain):
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    assert api.call("/close", {"line_id": "U1"})["type"] == "end"
+    with livechat.webhooks_held():  # the agent's end reaches the bridge only later
+        livechat.agent_ends_chat(session.chat_id)
+    drain()
+    assert len(livechat.calls_to("deactivate_chat")) == 1  # refused: the chat is not active
+    close = Message.objects.get(kind=Message.Kind.CLOSE)
+    assert close.status == Message.Status.SENT and not close.last_error
+    assert not Message.objects.filter(status=Message.Status.FAILED).exists()
+
+
 def test_init_right_after_close_is_not_closed_by_that_close(api, livechat, drain):
     livechat.echo_customer_events = True  # the deactivation comes back as a webhook too
     api.call("/init", {"line_id": "U1"})

@@ -65,6 +65,41 @@ def test_timeout_after_livechat_took_the_message_sends_it_once(
     assert message.livechat_event_id
 
 
+def test_a_timeout_then_an_outage_still_checks_before_sending_again(
+    api, livechat, session, drain, settings
+):
+    settings.VENDOR_TIMEOUT = (1.0, 0.3)
+    livechat.slow("send_event", 1.0)  # LiveChat takes it, its answer comes too late
+    api.call("/send", {"line_id": "U1", "message": "taken, unanswered"})
+    delivery.run_once()
+    time.sleep(1.0)
+    # The next attempt asks LiveChat whether it has it first, and meets an outage.
+    livechat.fail("get_chat", status=503, times=1)
+    Message.objects.update(next_attempt_at=timezone.now())
+    delivery.run_once()
+    row = Message.objects.get(body="taken, unanswered")
+    assert row.status == Message.Status.PENDING and row.attempts == 2
+    drain()
+    assert chat_texts(livechat, session) == ["taken, unanswered"]
+    assert Message.objects.get(pk=row.pk).status == Message.Status.SENT
+
+
+def test_a_message_still_failing_past_the_maximum_age_fails_for_good(
+    api, livechat, session, drain, settings
+):
+    settings.DELIVERY_MAX_AGE_SECONDS = 3600
+    api.call("/send", {"line_id": "U1", "message": "a day late"})
+    api.call("/send", {"line_id": "U1", "message": "next"})
+    Message.objects.filter(body="a day late").update(
+        created_at=timezone.now() - timezone.timedelta(hours=2)
+    )
+    livechat.fail("send_event", status=503, times=1)
+    drain()
+    late = Message.objects.get(body="a day late")
+    assert late.status == Message.Status.FAILED and "503" in late.last_error
+    assert chat_texts(livechat, session) == ["next"]  # and it no longer holds up the next
+
+
 def test_livechat_unreachable_then_back(api, livechat, session, drain, settings):
     real = settings.LIVECHAT_API_BASE_URL
     settings.LIVECHAT_API_BASE_URL = "http://127.0.0.1:9"  # nothing listens on discard

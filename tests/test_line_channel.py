@@ -252,11 +252,12 @@ def test_webhook_answers_fast_while_livechat_is_slow(line, livechat, drain):
     assert not livechat.calls  # the webhook request itself never called a vendor
 
 
-def test_line_down_then_back_every_message_arrives_once_in_order(line, livechat, drain):
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_line_down_then_back_every_message_arrives_once_in_order(line, livechat, drain, status):
     line.post_events([text_event(USER, "hi")])
     drain()
     session = session_of()
-    line.fail("/v2/bot/message/push", status=500, times=3)
+    line.fail("/v2/bot/message/push", status=status, times=3)
     for n in range(3):
         livechat.agent_says(session.chat_id, f"answer {n}")
     drain()
@@ -309,6 +310,18 @@ def test_long_agent_text_is_split_at_5000_utf16_units(line, livechat, drain):
     drain()
     received = line.texts_for(USER)
     assert len(received) == 2 and "".join(received) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "messages"), [("a" * 5000, 1), ("a" * 4999 + "😀", 2), ("😀" * 2500, 1)]
+)
+def test_a_text_of_exactly_5000_utf16_units_is_one_message(line, livechat, drain, text, messages):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    livechat.agent_says(session_of().chat_id, text)
+    drain()
+    received = line.texts_for(USER)
+    assert len(received) == messages and "".join(received) == text
 
 
 def test_an_agent_text_longer_than_one_push_arrives_whole(line, livechat, drain):

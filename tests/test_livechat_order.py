@@ -259,3 +259,41 @@ def test_reordering_while_the_worker_sends_delivers_every_message_once(line, liv
     assert sorted(line.texts_for(USER)) == sorted(texts)
     sent = Message.objects.filter(direction=Message.Direction.TO_USER, status="sent")
     assert sent.count() == len(texts)
+
+
+def test_a_late_end_of_an_earlier_thread_does_not_end_the_resumed_chat(
+    line, livechat, drain, chatting
+):
+    first_thread = livechat.chats[chatting.chat_id]["threads"][-1]["id"]
+    livechat.agent_ends_chat(chatting.chat_id)
+    drain()
+    line.post_events([text_event(USER, "one more question")])  # resumes: a new thread
+    drain()
+    chatting.refresh_from_db()
+    assert chatting.thread_id != first_thread and chatting.state != ChatSession.State.ENDED
+    # The router's own close of the first thread, retried by LiveChat after the resume.
+    late = livechat.make_envelope(
+        "chat_deactivated", {"chat_id": chatting.chat_id, "thread_id": first_thread}
+    )
+    assert livechat.post_webhook(late) == 200
+    drain()
+    assert line.texts_for(USER) == [ENDED]
+    chatting.refresh_from_db()
+    assert chatting.state != ChatSession.State.ENDED
+    livechat.agent_says(chatting.chat_id, "Sure, go ahead.")
+    drain()
+    assert line.texts_for(USER) == [ENDED, "Sure, go ahead."]
+
+
+def test_a_chat_start_heard_after_its_end_is_not_announced(line, livechat, drain, chatting):
+    livechat.agent_joins(chatting.chat_id, name="Agent Smith")
+    started = livechat.chat_started_envelope(chatting.chat_id)
+    livechat.agent_ends_chat(chatting.chat_id)
+    drain()
+    before = line.texts_for(USER)
+    assert before[-1] == ENDED
+    livechat.post_webhook(started)  # incoming_chat, retried a minute late
+    drain()
+    assert line.texts_for(USER) == before
+    chatting.refresh_from_db()
+    assert chatting.state == ChatSession.State.ENDED

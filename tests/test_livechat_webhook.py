@@ -106,6 +106,27 @@ def test_internal_notes_and_the_customers_own_events_are_not_relayed(api, livech
     assert api.call("/messages", {"line_id": "U1", "wait": 0.2}) == {"type": "ok", "message": ""}
 
 
+def test_what_the_customer_wrote_elsewhere_is_not_sent_back_to_them(api, livechat, opened):
+    # The customer's own event without the bridge's custom_id (e.g. a file the bridge uploaded,
+    # or a future client): known by its author.
+    thread = livechat.chats[opened.chat_id]["threads"][-1]["id"]
+    own = {
+        "id": f"{thread}_99",
+        "type": "message",
+        "text": "mine, not the agent's",
+        "author_id": opened.customer_id,
+        "visibility": "all",
+        "created_at": "2026-12-03T08:00:00.000000Z",
+    }
+    livechat.post_webhook(
+        livechat.make_envelope(
+            "incoming_event", {"chat_id": opened.chat_id, "thread_id": thread, "event": own}
+        )
+    )
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.2}) == {"type": "ok", "message": ""}
+    assert InboundEvent.objects.get(event_id=own["id"]).outcome == "own event"
+
+
 def test_agent_joined_and_transfer_are_status_notices(api, livechat, opened):
     livechat.agent_joins(opened.chat_id, name="Agent Smith")
     item = api.call("/messages", {"line_id": "U1", "wait": 1})
