@@ -7,13 +7,7 @@ from typing import Any
 from django.core.checks import Warning, register
 from django.db import DatabaseError
 
-from .health import configuration_problems
-
-WHAT_STOPS = {
-    "line": "the LINE webhook refuses every call and nothing can be pushed to LINE",
-    "livechat": "no chat can be started and LiveChat webhooks are refused",
-    "json_api": "/init, /messages, /send and /close refuse every call",
-}
+from .health import configuration_problems, what_stops
 
 
 @register()
@@ -25,7 +19,7 @@ def vendor_settings(app_configs: Any, **kwargs: Any) -> list[Warning]:
         problems = configuration_problems(read_database=False)
     return [
         Warning(
-            f"{area}: not configured ({', '.join(missing)} unset): {WHAT_STOPS[area]}.",
+            f"{area}: not configured ({', '.join(missing)} unset): {what_stops(missing)}.",
             hint="See the README's list of environment variables.",
             id=f"bridge.W00{index}",
         )

@@ -17,6 +17,34 @@ from django.utils import timezone
 from .livechat.tokens import missing_settings, refused
 from .models import InboundEvent, LiveChatCredential, Message
 
+_NO_LIVECHAT_CALLS = "the bridge cannot call LiveChat, so no chat can be started"
+# What each missing setting stops, on its own: with only some of a vendor's settings set, the
+# operator is told what is still broken, not what the whole vendor would be.
+WHAT_STOPS = {
+    "LINE_CHANNEL_SECRET": "the LINE webhook refuses every call",
+    "LINE_CHANNEL_ACCESS_TOKEN": (
+        "nothing reaches LINE users (agents' replies wait in the outbox) and no LINE profile "
+        "is read"
+    ),
+    "LIVECHAT_CLIENT_ID": _NO_LIVECHAT_CALLS,
+    "LIVECHAT_CLIENT_SECRET": _NO_LIVECHAT_CALLS,
+    "LIVECHAT_ORGANIZATION_ID": _NO_LIVECHAT_CALLS,
+    "LIVECHAT_REFRESH_TOKEN": _NO_LIVECHAT_CALLS,
+    "LIVECHAT_WEBHOOK_SECRET": "LiveChat webhooks are refused, so agents' replies reach no one",
+    "BRIDGE_API_KEY": "/init, /messages, /send and /close refuse every call",
+}
+
+
+def what_stops(missing: list[str]) -> str:
+    """What the missing settings stop, each consequence once."""
+    text = "; ".join(dict.fromkeys(WHAT_STOPS[name] for name in missing))
+    if "LIVECHAT_REFRESH_TOKEN" in missing:
+        text += (
+            " (instead of setting LIVECHAT_REFRESH_TOKEN, connect LiveChat at /livechat/connect "
+            "or with manage.py livechat_connect)"
+        )
+    return text
+
 
 def configuration_problems(*, read_database: bool = True) -> dict[str, list[str]]:
     """Per vendor, the settings that are missing (empty lists when all is set)."""

@@ -404,6 +404,33 @@ def test_check_before_the_first_migrate_names_every_missing_vendor_setting():
     assert "bridge.W003" in output and "BRIDGE_API_KEY" in output
 
 
+def test_a_partial_configuration_is_told_what_is_still_broken_not_what_works():
+    env = production_env()
+    env.update(LINE_CHANNEL_SECRET="s" * 32, BRIDGE_API_KEY="k" * 32)  # no LINE access token
+    env.update(
+        LIVECHAT_CLIENT_ID="id",
+        LIVECHAT_CLIENT_SECRET="secret",
+        LIVECHAT_ORGANIZATION_ID="org",
+        LIVECHAT_REFRESH_TOKEN="dal:token",
+    )  # but no LIVECHAT_WEBHOOK_SECRET
+    result = manage("check", "--deploy", env=env)
+    Path(env["DATABASE_URL"].removeprefix("sqlite:///")).unlink(missing_ok=True)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    line = next(x for x in output.splitlines() if "bridge.W001" in x)
+    assert "LINE_CHANNEL_ACCESS_TOKEN" in line and "nothing reaches LINE users" in line
+    assert "webhook refuses" not in line  # the secret is set: LINE's webhook works
+    livechat = next(x for x in output.splitlines() if "bridge.W002" in x)
+    assert "LIVECHAT_WEBHOOK_SECRET" in livechat and "webhooks are refused" in livechat
+    assert "no chat can be started" not in livechat
+    assert "bridge.W003" not in output
+
+
+def test_a_missing_refresh_token_names_the_connect_page_too(settings):
+    settings.LIVECHAT_REFRESH_TOKEN = ""
+    assert "/livechat/connect" in health.what_stops(["LIVECHAT_REFRESH_TOKEN"])
+
+
 def test_deploy_check_has_no_security_warning():
     env = production_env()
     result = manage("check", "--deploy", env=env)

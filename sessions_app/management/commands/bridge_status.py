@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db.models import Count, Min
 
-from sessions_app.health import configuration_problems, livechat_credentials
+from sessions_app.health import configuration_problems, livechat_credentials, what_stops
 from sessions_app.models import Message
 
 
@@ -18,7 +18,9 @@ class Command(BaseCommand):
         for area, missing in configuration_problems().items():
             if missing:
                 self.stdout.write(
-                    self.style.WARNING(f"{area}: NOT configured: set {', '.join(missing)}")
+                    self.style.WARNING(
+                        f"{area}: NOT configured: set {', '.join(missing)}: {what_stops(missing)}"
+                    )
                 )
             else:
                 self.stdout.write(self.style.SUCCESS(f"{area}: configured"))
