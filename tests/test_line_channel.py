@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
+from django.db import connection
 from django.utils import timezone
 
-from sessions_app import delivery
+from sessions_app import delivery, relay
 from sessions_app.models import ChatSession, InboundEvent, Message
 from tests.conftest import wait_until
 from tests.fakes.line import (
@@ -466,6 +468,33 @@ def test_unsend_after_delivery_removes_it_on_livechat(line, livechat, drain):
     drain()
     assert len(livechat.calls_to("delete_event")) == 1
     assert chat_texts(livechat, session_of()) == ["keep"]
+
+
+def test_unsend_while_the_message_is_being_sent_removes_it_once_sent(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    oops = text_event(USER, "oops")
+    line.post_events([oops])
+    relay.apply_line_inbox()  # queued for the agent, not sent yet
+    livechat.slow("send_event", 1.5)  # LiveChat takes it; its answer takes a while
+    sends = len(livechat.calls_to("send_event"))
+
+    def send() -> None:
+        try:
+            delivery.run_once(intake=False)
+        finally:
+            connection.close()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    wait_until(lambda: len(livechat.calls_to("send_event")) == sends + 1, 10)
+    line.post_events([unsend_event(USER, oops["message"]["id"])])
+    relay.apply_line_inbox()  # the unsend, applied while the send is under way
+    sender.join(10)
+    drain()
+    assert chat_texts(livechat, session_of()) == ["hi"]
+    assert len(livechat.calls_to("delete_event")) == 1
+    assert Message.objects.get(body="oops").status == Message.Status.SENT
 
 
 def test_a_users_events_from_separate_deliveries_go_in_timestamp_order(line, livechat, drain):
