@@ -602,6 +602,15 @@ def test_a_reply_whose_answer_was_lost_greets_once(line, livechat, drain, settin
     assert Message.objects.get(body="Welcome!").status == Message.Status.SENT
 
 
+def test_a_reply_token_refused_at_the_first_try_greets_by_push(line, livechat, drain, settings):
+    settings.LINE_FOLLOW_GREETING = "Welcome!"
+    line.fail("/v2/bot/message/reply", status=400)  # e.g. the token was spent elsewhere
+    line.post_events([follow_event(USER)])
+    drain()
+    assert line.texts_for(USER) == ["Welcome!"]
+    assert len(line.calls_to("/v2/bot/message/push")) == 1
+
+
 def test_a_follow_without_a_reply_token_is_greeted_by_push(line, livechat, drain, settings):
     settings.LINE_FOLLOW_GREETING = "Welcome!"
     line.post_events([follow_event(USER, replyToken=None)])
