@@ -8,6 +8,7 @@ it; a worker that dies mid-send leaves a lease that expires, and the row is take
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -270,9 +271,9 @@ def prune_inbound_events(days: int = 7) -> int:
 def work(stop: threading.Event, *, threads: int | None = None) -> None:
     """The worker's main loop: `threads` loops sending in parallel until `stop` is set.
 
-    While nothing is due only the first thread polls the database; the others wait until a
-    thread finds something to send (four threads polling every 50 ms kept an idle worker at an
-    eighth of a core, all day, and as many queries on the database)."""
+    Once nothing has been due for a few seconds only the first thread polls the database; the
+    others wait until a thread finds something to send (four threads polling every 50 ms kept an
+    idle worker at an eighth of a core, all day, and as many queries on the database)."""
     count = threads or settings.DELIVERY_THREADS
     busy = threading.Event()
     workers = [
@@ -292,10 +293,14 @@ PARKED_SWEEP_INTERVAL = 1.0
 # How long a waiting thread sleeps before it looks for itself: the first thread may be held by a
 # slow vendor call while other mailboxes have something due.
 IDLE_HELPER_WAIT = 1.0
+# How long the other threads go on polling as the first one does after the last work they saw:
+# under steady traffic each wake-up would come a send too late.
+HELPER_LINGER_SECONDS = 5.0
 
 
 def _loop(stop: threading.Event, housekeeping: bool, busy: threading.Event) -> None:
     next_prune = next_sweep = time.monotonic()
+    last_work = -math.inf
     try:
         while not stop.is_set():
             close_old_connections()
@@ -314,13 +319,16 @@ def _loop(stop: threading.Event, housekeeping: bool, busy: threading.Event) -> N
                 connection.close()
                 done = 0
                 stop.wait(1.0)
-            if not done:
+            if done:
+                last_work = time.monotonic()
+            else:
                 release_connection()  # the other threads may need it while this one idles
-                if housekeeping:
+                if housekeeping or time.monotonic() - last_work < HELPER_LINGER_SECONDS:
                     stop.wait(settings.DELIVERY_POLL_INTERVAL)
                 else:
                     busy.clear()
-                    busy.wait(IDLE_HELPER_WAIT)
+                    if busy.wait(IDLE_HELPER_WAIT):
+                        last_work = time.monotonic()
     finally:
         if housekeeping:
             busy.set()  # the waiting threads see `stop` now, not a second later
