@@ -142,6 +142,10 @@ UNSEND_BEFORE_MESSAGE = "unsend: its message not seen yet"
 # The outcome of a LiveChat event for a chat no session has (yet): a bot's greeting can come
 # before the bridge has recorded the chat it just started. Applied once the chat is recorded.
 UNKNOWN_CHAT = "unknown chat"
+# The outcome of a LiveChat `chat_deactivated` for a thread that is not the session's: an earlier
+# thread's, retried late, or the end of a thread LiveChat has just opened for a start or resume
+# whose answer is still on its way. Applied if that thread is recorded after all.
+OTHER_THREAD_END = "old thread"
 
 
 class InboundEvent(models.Model):
@@ -184,6 +188,11 @@ class InboundEvent(models.Model):
                 fields=["received_at"],
                 condition=models.Q(outcome=UNKNOWN_CHAT),
                 name="inbound_unknown_chat",
+            ),
+            models.Index(
+                fields=["received_at"],
+                condition=models.Q(outcome=OTHER_THREAD_END),
+                name="inbound_other_thread_end",
             ),
         ]
 

@@ -297,3 +297,28 @@ def test_a_chat_start_heard_after_its_end_is_not_announced(line, livechat, drain
     assert line.texts_for(USER) == before
     chatting.refresh_from_db()
     assert chatting.state == ChatSession.State.ENDED
+
+
+def test_a_resumed_chat_ended_before_livechat_answered_the_resume_stays_ended(
+    line, livechat, drain, chatting
+):
+    livechat.agent_ends_chat(chatting.chat_id)
+    drain()
+    livechat.slow("resume_chat", 1.0)  # LiveChat opens the new thread; its answer is on the way
+    line.post_events([text_event(USER, "one more question")])
+
+    def work() -> None:
+        try:
+            drain(timeout=20)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    wait_until(lambda: len(livechat.chats[chatting.chat_id]["threads"]) == 2)
+    livechat.agent_ends_chat(chatting.chat_id)  # the new thread's end, before that answer
+    worker.join()
+    drain()
+    chatting.refresh_from_db()
+    assert chatting.state == ChatSession.State.ENDED
+    assert line.texts_for(USER) == [ENDED, ENDED]

@@ -17,7 +17,7 @@ from ..livechat.customer_api import CustomerChatAPI, filled_prechat_form
 from ..livechat.errors import LiveChatError, PermanentError
 from ..livechat.tokens import SessionCustomer
 from ..models import ChatSession, Message
-from .livechat_events import apply_parked
+from .livechat_events import apply_end_heard_early, apply_parked
 from .mailbox import cancel_waiting, session_get_or_create, uncancel
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,8 @@ def record_chat(session: ChatSession, chat_id_before: str, thread_id_before: str
         session.state = State.OPEN
     if "chat_id" in updates:
         apply_parked(session)
+    if "thread_id" in updates:
+        apply_end_heard_early(session)
 
 
 def create_customer(api: CustomerChatAPI, session: ChatSession) -> None:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from ..line import client as line_client
 from ..livechat import webhooks as livechat_webhooks
 from ..livechat.webhooks import LiveChatEvent
-from ..models import UNKNOWN_CHAT, ChatSession, InboundEvent, Message
+from ..models import OTHER_THREAD_END, UNKNOWN_CHAT, ChatSession, InboundEvent, Message
 from ..notices import notice_text
 from .mailbox import inbound_once, to_user
 
@@ -100,7 +100,7 @@ def _apply(event: LiveChatEvent) -> str:
         return "relayed"
     if event.kind == "chat_deactivated":
         if event.thread_id and session.thread_id and event.thread_id != session.thread_id:
-            return "old thread"
+            return OTHER_THREAD_END
         if session.state == State.ENDED:
             return "already ended"
         end_chat(session, event.thread_id)
@@ -173,26 +173,41 @@ def apply_parked(session: ChatSession) -> None:
     was this user's (a bot's greeting can outrun start_chat's answer), in the order they came."""
     if not session.chat_id:
         return
-    parked = InboundEvent.objects.filter(
+    _apply_held(UNKNOWN_CHAT, payload__payload__chat_id=session.chat_id)
+
+
+def apply_end_heard_early(session: ChatSession) -> None:
+    """End the session's thread, just recorded, if LiveChat said it ended before the bridge knew
+    of it (its `chat_deactivated` came while the answer to start or resume was on its way)."""
+    if session.chat_id and session.thread_id:
+        _apply_held(
+            OTHER_THREAD_END,
+            payload__payload__chat_id=session.chat_id,
+            payload__payload__thread_id=session.thread_id,
+        )
+
+
+def _apply_held(outcome: str, **payload_lookups: str) -> None:
+    held = InboundEvent.objects.filter(
         source=InboundEvent.Source.LIVECHAT,
-        outcome=UNKNOWN_CHAT,
+        outcome=outcome,
         received_at__gte=timezone.now() - timedelta(seconds=PARKED_SECONDS),
-        payload__payload__chat_id=session.chat_id,
+        **payload_lookups,
     ).order_by("id")
-    for record in parked:
+    for record in held:
         try:
             with transaction.atomic():
                 # Claimed first: the webhook and the worker may both have just learnt the chat.
-                claimed = InboundEvent.objects.filter(pk=record.pk, outcome=UNKNOWN_CHAT).update(
+                claimed = InboundEvent.objects.filter(pk=record.pk, outcome=outcome).update(
                     outcome="applying"
                 )
                 if claimed:
-                    outcome = _apply(livechat_webhooks.parse(record.payload))
-                    InboundEvent.objects.filter(pk=record.pk).update(outcome=outcome[:64])
+                    applied = _apply(livechat_webhooks.parse(record.payload))
+                    InboundEvent.objects.filter(pk=record.pk).update(outcome=applied[:64])
         except (OperationalError, InterfaceError):
             raise
         except Exception:  # a bug must not undo what the caller has done
-            logger.exception("applying a parked LiveChat event failed event=%s", record.pk)
+            logger.exception("applying a held LiveChat event failed event=%s", record.pk)
 
 
 # A webhook that raced the recording of its chat (it found no session, and committed after the
