@@ -15,11 +15,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
-from django.db.models import Case, Exists, F, OuterRef, Q, Value, When
+from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from . import relay
@@ -55,6 +55,13 @@ def _lease_free(now) -> Q:
     return Q(leased_until__isnull=True) | Q(leased_until__lt=now)
 
 
+def _due(routes: Iterable[str], now: datetime) -> QuerySet[Message]:
+    """Pending rows of `routes` whose time has come (held or not)."""
+    return Message.objects.filter(
+        status=Status.PENDING, route__in=list(routes), next_attempt_at__lte=now
+    )
+
+
 def due_heads(routes: Iterable[str], limit: int) -> list[Message]:
     """The oldest pending row of each mailbox, when it is due and nobody holds it."""
     now = timezone.now()
@@ -65,9 +72,7 @@ def due_heads(routes: Iterable[str], limit: int) -> list[Message]:
         id__lt=OuterRef("id"),
     )
     return list(
-        Message.objects.filter(
-            status=Status.PENDING, route__in=list(routes), next_attempt_at__lte=now
-        )
+        _due(routes, now)
         .filter(_lease_free(now))
         .exclude(Exists(older_pending))
         .order_by("next_attempt_at", "id")[:limit]
@@ -225,10 +230,7 @@ def run_once(
     done = relay.apply_line_inbox() if intake else 0
     # "Nothing due" is what an idle worker hears twenty times a second: asked this way (on the
     # msg_due index) it costs a sixth of the CPU of building the query that picks the heads.
-    due = Message.objects.filter(
-        status=Status.PENDING, route__in=list(routes), next_attempt_at__lte=timezone.now()
-    )
-    if not due.exists():
+    if not _due(routes, timezone.now()).exists():
         return done
     # The worker's threads (and other workers) read the same oldest heads at the same moment:
     # each tries them in its own order, from a wider pick, so that they lease different
