@@ -1,5 +1,5 @@
 """The worker's threads: an idle worker leaves the database alone, a busy one sends in parallel,
-and a slow vendor call holds up only its own mailbox."""
+and a slow vendor call holds up only its own mailbox, not the LINE inbox."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from django.db.backends.signals import connection_created
 from sessions_app import delivery
 from sessions_app.models import ChatSession, Message
 from tests.conftest import wait_until
+from tests.fakes.line import text_event
 from tests.test_delivery_faults import chat_texts
 
 
@@ -100,3 +101,31 @@ def test_a_slow_livechat_call_holds_up_only_its_own_user(api, livechat, worker):
     assert late.status == Message.Status.PENDING and late.leased_until  # still in its call
     wait_until(lambda: Message.objects.get(pk=late.pk).status == Message.Status.SENT, 10)
     assert len(livechat.calls_to("send_event")) == 2
+
+
+def test_a_slow_call_in_the_first_thread_does_not_hold_line_users_new_messages(
+    api, line, livechat, worker
+):
+    api.call("/init", {"line_id": "U1"})
+    worker(threads=2)
+    time.sleep(0.3)  # idle: the first thread looks, the other waits to be woken
+    livechat.slow("send_event", 5.0)  # under the 10 s read timeout: it succeeds, late
+    api.call("/send", {"line_id": "U1", "message": "answered late"})
+    # Taken by the first thread, the one that applies the LINE inbox: the other one is woken only
+    # once that thread holds it.
+    wait_until(lambda: livechat.calls_to("send_event"), 5)
+    writer = "U" + "2" * 32
+    started = time.monotonic()
+    status, _ = line.post_events([text_event(writer, "not held up")])
+    assert status == 200
+    wait_until(
+        lambda: (
+            ChatSession.objects.filter(line_id=writer, chat_id__gt="").exists()
+            and chat_texts(livechat, ChatSession.objects.get(line_id=writer)) == ["not held up"]
+        ),
+        4,
+    )
+    assert time.monotonic() - started < 2.5
+    late = Message.objects.get(body="answered late")
+    assert late.status == Message.Status.PENDING and late.leased_until  # still in its call
+    wait_until(lambda: Message.objects.get(pk=late.pk).status == Message.Status.SENT, 10)
