@@ -33,6 +33,10 @@ class ChatSession(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.NEW)
     agent_name = models.CharField(max_length=255, blank=True)
 
+    # LINE refused the profile (404: the user is not a friend, or blocked the account): not asked
+    # again at each message, only after a follow or a day later.
+    profile_refused_at = models.DateTimeField(null=True, blank=True)
+
     customer_id = models.CharField(max_length=64, blank=True, db_index=True)
     customer_token = models.TextField(blank=True)
     customer_token_expires_at = models.DateTimeField(null=True, blank=True)

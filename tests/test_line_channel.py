@@ -7,6 +7,7 @@ import json
 import signal
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -676,6 +677,33 @@ def test_an_event_the_bridge_cannot_apply_is_parked_and_later_ones_still_go(line
     assert chat_texts(livechat, session_of()) == ["before", "after"]
     parked = InboundEvent.objects.get(event_id=broken["webhookEventId"])
     assert parked.applied_at is not None and parked.outcome.startswith("error: ")
+
+
+def test_a_profile_line_refuses_is_asked_for_again_only_once_the_user_follows(
+    line, livechat, drain
+):
+    # No profile: the user writes without being a friend of the account (LINE answers 404).
+    for text in ("hi", "anyone?", "hello?"):
+        line.post_events([text_event(USER, text)])
+        drain()
+    session = session_of()
+    assert chat_texts(livechat, session) == ["hi", "anyone?", "hello?"]
+    assert len(line.calls_to("/v2/bot/profile")) == 1
+    assert livechat.customers[session.customer_id].get("name") is None
+    # A day later it is asked for again.
+    ChatSession.objects.filter(pk=session.pk).update(
+        profile_refused_at=timezone.now() - timedelta(hours=25)
+    )
+    line.post_events([text_event(USER, "next day")])
+    drain()
+    assert len(line.calls_to("/v2/bot/profile")) == 2
+
+    line.profiles[USER] = {"displayName": "Hanako", "userId": USER, "language": "en"}
+    line.post_events([follow_event(USER)])
+    line.post_events([text_event(USER, "I added you")])
+    drain()
+    assert len(line.calls_to("/v2/bot/profile")) == 3
+    assert livechat.customers[session.customer_id]["name"] == "Hanako"
 
 
 def test_a_profile_line_could_not_give_at_first_contact_is_asked_for_again(line, livechat, drain):

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
 
 from ..line import client as line_client
-from ..line.errors import LineError
+from ..line.errors import LineError, NotFound
 from ..livechat.customer_api import CustomerChatAPI, filled_prechat_form
 from ..livechat.errors import LiveChatError, PermanentError
 from ..livechat.tokens import SessionCustomer
@@ -24,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 State = ChatSession.State
 Kind = Message.Kind
+
+# How long a profile LINE refused (the user is not a friend) is not asked for again, unless the
+# user follows the account meanwhile: asked at every message, it was a LINE call per text.
+PROFILE_REFUSED_FOR = timedelta(days=1)
 
 
 def livechat_api(session: ChatSession) -> CustomerChatAPI:
@@ -247,15 +252,32 @@ def fill_in_profile(session: ChatSession) -> bool:
         return False
     if session.display_name and session.language:
         return False
+    now = timezone.now()
+    if session.profile_refused_at and now - session.profile_refused_at < PROFILE_REFUSED_FOR:
+        return False
     try:
         profile = line_client.get_profile(session.line_id)
-    except LineError as exc:
+    except NotFound as exc:
+        logger.info("no LINE profile session=%s error=%s", session.pk, exc)
+        session.profile_refused_at = now
+        session.save(update_fields=["profile_refused_at", "updated_at"])
+        return False
+    except LineError as exc:  # an outage: asked again with the next message
         logger.info("no LINE profile session=%s error=%s", session.pk, exc)
         return False
     session.display_name = session.display_name or str(profile.get("displayName") or "")[:255]
     session.picture_url = str(profile.get("pictureUrl") or "")[:1000]
     session.language = str(profile.get("language") or "")[:16]
-    session.save(update_fields=["display_name", "picture_url", "language", "updated_at"])
+    session.profile_refused_at = None
+    session.save(
+        update_fields=[
+            "display_name",
+            "picture_url",
+            "language",
+            "profile_refused_at",
+            "updated_at",
+        ]
+    )
     return True
 
 

@@ -113,6 +113,10 @@ def _apply_line(event: LineEvent) -> str:
         return "relayed"
     session = ChatSession.objects.filter(line_id=event.user_id).first()
     if event.type == "follow":
+        if session is not None and session.profile_refused_at:
+            # A friend now: LINE gives the profile that it refused.
+            ChatSession.objects.filter(pk=session.pk).update(profile_refused_at=None)
+            session.profile_refused_at = None
         greeting = settings.LINE_FOLLOW_GREETING
         if not greeting:
             return "followed"
