@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from sessions_app import delivery
 from sessions_app.models import ChatSession, LiveChatCredential, Message
 from tests.conftest import wait_until
 
@@ -281,6 +282,29 @@ def test_init_right_after_close_is_not_closed_by_that_close(api, livechat, drain
     assert livechat.chats[session.chat_id]["threads"][-1]["active"]
     assert api.call("/messages", {"line_id": "U1", "wait": 0.3}) == {"type": "ok", "message": ""}
     assert Message.objects.get(kind=Message.Kind.CLOSE).status == Message.Status.CANCELLED
+
+
+def test_init_while_the_worker_carries_out_a_close_keeps_the_next_message_behind_it(
+    api, livechat, drain
+):
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    assert api.call("/close", {"line_id": "U1"})["type"] == "end"
+    # A worker has taken the close: it is on its way to LiveChat, too late to call off.
+    [close] = delivery.due_heads(delivery.WORKER_ROUTES, limit=8)
+    token, rows = delivery.lease(close, batch_size=1)
+    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
+    assert api.call("/send", {"line_id": "U1", "message": "one more thing"})["type"] == "send"
+    delivery.run_once()  # another worker thread, meanwhile: the message waits for the close
+    delivery.deliver(rows, token)
+    drain()
+    # It reaches the agent in a thread of its own, not the one the close has ended.
+    threads = livechat.chats[session.chat_id]["threads"]
+    assert len(threads) == 2 and threads[-1]["active"]
+    assert [e["text"] for e in threads[-1]["events"] if e["type"] == "message"] == [
+        "one more thing"
+    ]
+    assert Message.objects.get(kind=Message.Kind.CLOSE).status == Message.Status.SENT
 
 
 def test_a_close_is_carried_out_after_all_when_the_init_after_it_fails(api, livechat, drain):

@@ -88,6 +88,26 @@ def test_a_late_message_does_not_overtake_one_already_being_retried(
     assert line.texts_for(USER) == ["two", "one"]
 
 
+def test_a_late_message_still_goes_before_one_only_left_out_of_a_full_push(
+    line, livechat, drain, chatting
+):
+    # "three" is taken with "long" (five LINE messages, a full push) but left out of that push:
+    # no attempt fixed its place, so "two", arriving late, still goes before it.
+    long = "x" * 25000
+    with livechat.webhooks_held() as held:
+        livechat.agent_says(chatting.chat_id, long)
+        livechat.agent_says(chatting.chat_id, "two")
+        livechat.agent_says(chatting.chat_id, "three")
+    livechat.post_webhook(held[0])
+    livechat.post_webhook(held[2])
+    delivery.run_once()
+    assert "".join(line.texts_for(USER)) == long
+    livechat.post_webhook(held[1])
+    drain()
+    assert line.texts_for(USER)[5:] == ["two", "three"]
+    assert Message.objects.get(body="three").attempts == 1
+
+
 def test_an_agent_who_joined_before_the_chat_started_webhook_is_announced_once(
     line, livechat, drain, chatting
 ):
@@ -164,6 +184,30 @@ def test_a_greeting_before_the_chat_started_webhook_follows_its_notice(line, liv
     assert line.texts_for(USER) == [
         "We are connecting you to an agent. Please wait a moment.",
         "Welcome! How can I help?",
+    ]
+
+
+def test_a_chat_started_and_ended_before_livechat_answered_its_start_stays_ended(
+    line, livechat, drain
+):
+    line.profiles[USER] = {"displayName": "Hanako", "userId": USER, "language": "en"}
+    line.post_events([text_event(USER, "hi")])
+    worker, chat = _first_chat_started_meanwhile(livechat, drain)
+    # Before the worker has LiveChat's answer: the chat-started webhook, then the chat's end.
+    assert livechat.post_webhook(livechat.chat_started_envelope(chat["id"])) == 200
+    with livechat.webhooks_held() as held:
+        livechat.agent_joins(chat["id"], name="Agent Smith")
+    livechat.agent_ends_chat(chat["id"])
+    worker.join()
+    drain()
+    session = ChatSession.objects.get(line_id=USER)
+    assert session.state == ChatSession.State.ENDED
+    # The agent's joining, its webhook retried late, is old news for a user told of the end.
+    assert livechat.post_webhook(held[0]) == 200
+    drain()
+    assert line.texts_for(USER) == [
+        "We are connecting you to an agent. Please wait a moment.",
+        ENDED,
     ]
 
 
