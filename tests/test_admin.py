@@ -3,15 +3,20 @@ again; and never sees a token."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
+from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.test import Client
+from django.core import signing
+from django.http import HttpResponse
+from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from sessions_app import delivery
+from sessions_app import admin_site, delivery
 from sessions_app.models import ChatSession, InboundEvent, LiveChatCredential, Message
 
 CUSTOMER_TOKEN = "dal:customer-token-never-shown-0001"
@@ -313,11 +318,11 @@ def test_a_viewer_cannot_guess_a_token_through_the_list_filters(
     assert client.get(url, {lookup: value}).status_code == 400
 
 
-def sign_in(client, password: str, address: str = "203.0.113.7") -> int:
+def sign_in(client, password: str, address: str = "203.0.113.7", username: str = "boss") -> int:
     # As Heroku's router passes it on: the client's address last in X-Forwarded-For.
     return client.post(
         reverse("admin:login"),
-        {"username": "boss", "password": password},
+        {"username": username, "password": password},
         HTTP_X_FORWARDED_FOR=f"198.51.100.1, {address}",
     ).status_code
 
@@ -342,3 +347,154 @@ def test_sign_in_attempts_from_many_addresses_are_limited_in_all(client, django_
     django_user_model.objects.create_superuser("boss", password="the-right-password")
     tries = [sign_in(client, "wrong", address=f"192.0.2.{n}") for n in range(31)]
     assert tries == [200] * 30 + [429]
+
+
+# --- An attack on the sign-in, and the operators who must still get in -----------------------
+
+
+@pytest.fixture
+def boss(django_user_model) -> User:
+    return django_user_model.objects.create_superuser("boss", password="the-right-password")
+
+
+def attack() -> None:
+    """Wrong passwords from one address after another, until what is allowed in all is used up."""
+    attacker = Client()
+    tries = [sign_in(attacker, "wrong", address=f"192.0.2.{n}") for n in range(31)]
+    # The form, with an error, until the ceiling in all (less what the test spent before), then 429.
+    answered = tries.count(200)
+    assert answered >= 28 and tries == [200] * answered + [429] * (31 - answered)
+
+
+def signed_in_browser(username: str = "boss", password: str = "the-right-password") -> Client:
+    """A browser in which the operator signed in, then signed out."""
+    browser = Client()
+    assert sign_in(browser, password, address="203.0.113.20", username=username) == 302
+    browser.post(reverse("admin:logout"))
+    assert "_auth_user_id" not in browser.session
+    assert admin_site.SIGNED_IN_COOKIE in browser.cookies
+    return browser
+
+
+def signed_in_as(client) -> str | None:
+    user_id = client.session.get("_auth_user_id")
+    return User.objects.get(pk=user_id).username if user_id else None
+
+
+def signing_clock(days: float):
+    """Django's signing, and it alone, as if that many days from now."""
+    return mock.patch.object(
+        signing, "time", SimpleNamespace(time=lambda: time.time() + days * 86400)
+    )
+
+
+def test_during_an_attack_a_browser_that_never_signed_in_is_refused(boss):
+    attack()
+    newcomer = Client()
+    assert sign_in(newcomer, "the-right-password", address="203.0.113.30") == 429
+    assert signed_in_as(newcomer) is None
+
+
+def test_during_an_attack_a_browser_that_signed_in_before_still_gets_in(boss):
+    browser = signed_in_browser()
+    attack()
+    # A typo is answered with the form, not refused, and the right password then signs in.
+    assert sign_in(browser, "typo", address="203.0.113.21") == 200
+    assert sign_in(browser, "the-right-password", address="203.0.113.21") == 302
+    assert signed_in_as(browser) == "boss"
+
+
+def test_the_sign_in_cookie_is_http_only_strict_secure_over_https_and_kept_30_days(boss):
+    browser = Client()
+    assert sign_in(browser, "wrong") == 200
+    assert admin_site.SIGNED_IN_COOKIE not in browser.cookies  # a wrong password earns nothing
+    response = browser.post(
+        reverse("admin:login"),
+        {"username": "boss", "password": "the-right-password"},
+        HTTP_X_FORWARDED_PROTO="https",
+    )
+    assert response.status_code == 302
+    cookie = response.cookies[admin_site.SIGNED_IN_COOKIE]
+    assert cookie["httponly"] and cookie["secure"] and cookie["samesite"] == "Strict"
+    assert cookie["max-age"] == 30 * 86400 and cookie["path"] == "/admin/"
+    assert ":boss:" in cookie.value  # the user it is for, then Django's timestamp and signature
+
+    response = Client().post(
+        reverse("admin:login"), {"username": "boss", "password": "the-right-password"}
+    )
+    assert (
+        response.status_code == 302 and not response.cookies[admin_site.SIGNED_IN_COOKIE]["secure"]
+    )
+
+
+def made_cookie(value: str, salt: str = admin_site.SIGNED_IN_SALT) -> str:
+    response = HttpResponse()
+    response.set_signed_cookie(admin_site.SIGNED_IN_COOKIE, value, salt=salt)
+    return response.cookies[admin_site.SIGNED_IN_COOKIE].value
+
+
+@pytest.mark.parametrize(
+    ("cookie", "status"),
+    [
+        # The control: what the site itself signs does let the browser in.
+        (lambda: made_cookie("browser-1:boss"), 302),
+        (lambda: "browser-1:boss", 429),  # not signed
+        (lambda: made_cookie("browser-1:boss", salt=""), 429),
+        (lambda: override_settings(SECRET_KEY="x" * 50)(made_cookie)("browser-1:boss"), 429),
+    ],
+    ids=["genuine", "unsigned", "signed-without-the-salt", "signed-with-another-key"],
+)
+def test_during_an_attack_only_a_cookie_the_site_signed_lets_a_browser_in(boss, cookie, status):
+    attack()
+    browser = Client()
+    browser.cookies[admin_site.SIGNED_IN_COOKIE] = cookie()
+    assert sign_in(browser, "the-right-password", address="203.0.113.40") == status
+
+
+def test_during_an_attack_a_tampered_cookie_lets_no_one_in(boss, django_user_model):
+    django_user_model.objects.create_user("clerk", password="clerk-password", is_staff=True)
+    browser = signed_in_browser("clerk", "clerk-password")
+    genuine = browser.cookies[admin_site.SIGNED_IN_COOKIE].value
+    attack()
+    browser.cookies[admin_site.SIGNED_IN_COOKIE] = genuine.replace(":clerk:", ":boss:")
+    assert sign_in(browser, "the-right-password", address="203.0.113.41") == 429
+    assert signed_in_as(browser) is None
+
+
+def test_during_an_attack_a_cookie_older_than_30_days_lets_no_one_in(boss):
+    browser = signed_in_browser()
+    attack()
+    with signing_clock(days=31):
+        assert sign_in(browser, "the-right-password", address="203.0.113.42") == 429
+    assert signed_in_as(browser) is None
+    # The same cookie, a day before it runs out.
+    with signing_clock(days=29):
+        assert sign_in(browser, "the-right-password", address="203.0.113.42") == 302
+
+
+def test_during_an_attack_a_cookie_for_one_user_lets_no_one_in_as_another(boss, django_user_model):
+    django_user_model.objects.create_user("clerk", password="clerk-password", is_staff=True)
+    browser = signed_in_browser("clerk", "clerk-password")
+    attack()
+    # The clerk's browser cannot try the boss's password past the ceiling in all...
+    assert sign_in(browser, "the-right-password", address="203.0.113.43") == 429
+    assert signed_in_as(browser) is None
+    # ...though it gets in as the clerk.
+    assert sign_in(browser, "clerk-password", address="203.0.113.43", username="clerk") == 302
+    assert signed_in_as(browser) == "clerk"
+
+
+def test_a_stolen_cookie_sent_from_many_addresses_is_limited_on_its_own(boss):
+    stolen = signed_in_browser().cookies[admin_site.SIGNED_IN_COOKIE].value
+    attack()
+    thief = Client()
+    thief.cookies[admin_site.SIGNED_IN_COOKIE] = stolen
+    tries = [sign_in(thief, "guess", address=f"198.18.0.{n}") for n in range(6)]
+    assert tries == [200] * 5 + [429]
+
+
+def test_a_browser_that_signed_in_before_is_still_limited_per_address(boss):
+    browser = signed_in_browser()
+    attacker = Client()
+    assert [sign_in(attacker, "wrong", address="203.0.113.50") for _ in range(5)] == [200] * 5
+    assert sign_in(browser, "the-right-password", address="203.0.113.50") == 429
