@@ -17,6 +17,12 @@ Kind = Message.Kind
 
 
 def session_get_or_create(*, line_id: str, delivery_mode: str) -> ChatSession:
+    # Found, as it is for every message but a user's first: without the savepoint that the
+    # create needs, two round trips fewer for each message the worker takes from the inbox.
+    try:
+        return ChatSession.objects.get(line_id=line_id)
+    except ChatSession.DoesNotExist:
+        pass
     try:
         with transaction.atomic():
             session, _ = ChatSession.objects.get_or_create(
