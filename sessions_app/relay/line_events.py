@@ -33,8 +33,9 @@ def apply_line_inbox(limit: int = 10) -> int:
     try:
         with transaction.atomic():
             batch = _inbox_head(limit)
+            unsent = _unsent_before_they_came()
             for record in _by_timestamp(batch):
-                record.outcome = _apply_line(event_from(record.payload))[:64]
+                record.outcome = _apply_line(event_from(record.payload), unsent)[:64]
                 record.applied_at = timezone.now()
             InboundEvent.objects.bulk_update(batch, ["outcome", "applied_at"])
             return len(batch)
@@ -53,7 +54,7 @@ def apply_line_inbox(limit: int = 10) -> int:
                 if not batch:
                     break
                 record = batch[0]
-                outcome = _apply_line(event_from(record.payload))
+                outcome = _apply_line(event_from(record.payload), _unsent_before_they_came())
                 InboundEvent.objects.filter(pk=record.pk).update(
                     outcome=outcome[:64], applied_at=timezone.now()
                 )
@@ -89,7 +90,7 @@ def _timestamp(record: InboundEvent) -> int:
     return value if isinstance(value, int) else 0
 
 
-def _apply_line(event: LineEvent) -> str:
+def _apply_line(event: LineEvent, unsent_before_they_came: set[str]) -> str:
     if not event.from_user:
         return f"ignored: {event.source_type or 'unknown'} source"
     if event.mode == "standby":
@@ -108,7 +109,7 @@ def _apply_line(event: LineEvent) -> str:
             source_event_id=event.event_id,
             line_message_id=line_message_id,
         )
-        if _unsent_before_it_came(line_message_id) and _stop_unsent(message):
+        if line_message_id in unsent_before_they_came and _stop_unsent(message):
             return "unsent: stopped"
         return "relayed"
     session = ChatSession.objects.filter(line_id=event.user_id).first()
@@ -194,13 +195,11 @@ def _stop_unsent(message: Message) -> bool:
     )
 
 
-def _unsent_before_it_came(line_message_id: str) -> bool:
-    return (
-        bool(line_message_id)
-        and InboundEvent.objects.filter(
-            source=InboundEvent.Source.LINE,
-            event_type="unsend",
-            outcome=UNSEND_BEFORE_MESSAGE,
-            payload__unsend__messageId=line_message_id,
-        ).exists()
-    )
+def _unsent_before_they_came() -> set[str]:
+    """The LINE ids of messages whose unsend came first, and waits for them (few, if any). Read
+    once for the events applied together: asked for each message, the JSON lookup took over a
+    quarter of the worker's time for a message from the inbox (Python's and Postgres's planning)."""
+    ids = InboundEvent.objects.filter(
+        source=InboundEvent.Source.LINE, event_type="unsend", outcome=UNSEND_BEFORE_MESSAGE
+    ).values_list("payload__unsend__messageId", flat=True)
+    return {str(value) for value in ids if value}
