@@ -127,8 +127,9 @@ def lease(head: Message, batch_size: int) -> tuple[str, list[Message]]:
 
 class DatabaseFailedMidSend(DeliveryError):
     """Our database, not the vendor, failed during a send: a Postgres restart, no pooled
-    connection when the vendor had answered (db_pool.py gives it back during the call), SQLite's
-    lock. Gone in seconds, so retried; and the vendor may have the message already."""
+    connection when the vendor had answered (db_pool.py gives it back during the call when
+    threads outnumber the pool's connections), SQLite's lock. Gone in seconds, so retried;
+    and the vendor may have the message already."""
 
     retryable = True
     uncertain = True

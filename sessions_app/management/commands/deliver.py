@@ -7,10 +7,12 @@ import signal
 import threading
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connections
 
 from sessions_app import delivery
+from sessions_app.db_pool import connection_for_each
 
 logger = logging.getLogger("sessions_app.delivery")
 
@@ -43,5 +45,7 @@ class Command(BaseCommand):
         logger.info("delivery worker started")
         # The start-up checks' connection: the sending threads need it more than this one.
         connections.close_all()
+        threads = threads or settings.DELIVERY_THREADS
+        connection_for_each(threads)  # the sending threads are all that use the database
         delivery.work(stop, threads=threads)
         logger.info("delivery worker stopped")
