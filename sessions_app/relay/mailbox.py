@@ -25,12 +25,9 @@ def session_get_or_create(*, line_id: str, delivery_mode: str) -> ChatSession:
         pass
     try:
         with transaction.atomic():
-            session, _ = ChatSession.objects.get_or_create(
-                line_id=line_id, defaults={"delivery_mode": delivery_mode}
-            )
+            return ChatSession.objects.create(line_id=line_id, delivery_mode=delivery_mode)
     except IntegrityError:  # created by a concurrent request a moment ago
-        session = ChatSession.objects.get(line_id=line_id)
-    return session
+        return ChatSession.objects.get(line_id=line_id)
 
 
 class _Duplicate(Exception):
