@@ -257,13 +257,11 @@ def fill_in_profile(session: ChatSession) -> bool:
         return False
     try:
         profile = line_client.get_profile(session.line_id)
-    except NotFound as exc:
+    except LineError as exc:
         logger.info("no LINE profile session=%s error=%s", session.pk, exc)
-        session.profile_refused_at = now
-        session.save(update_fields=["profile_refused_at", "updated_at"])
-        return False
-    except LineError as exc:  # an outage: asked again with the next message
-        logger.info("no LINE profile session=%s error=%s", session.pk, exc)
+        if isinstance(exc, NotFound):  # not an outage, which is asked again at the next message
+            session.profile_refused_at = now
+            session.save(update_fields=["profile_refused_at", "updated_at"])
         return False
     session.display_name = session.display_name or str(profile.get("displayName") or "")[:255]
     session.picture_url = str(profile.get("pictureUrl") or "")[:1000]
