@@ -59,6 +59,11 @@ class ChatSession(models.Model):
         return Message.Route.LINE_PUSH
 
 
+# How a row queued by `/send` with an `Idempotency-Key` keeps that key in `source_event_id`; a
+# LINE webhookEventId never starts so.
+IDEMPOTENCY_KEY_PREFIX = "api:"
+
+
 class Message(models.Model):
     """One thing said, or one notice or action, in either direction.
 
@@ -127,6 +132,14 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["id"]
+        constraints = [
+            # A /send retried with its Idempotency-Key is queued once (relay.user_said_once).
+            models.UniqueConstraint(
+                fields=["session", "source_event_id"],
+                condition=models.Q(source_event_id__startswith=IDEMPOTENCY_KEY_PREFIX),
+                name="msg_api_idempotency_key",
+            )
+        ]
         indexes = [
             models.Index(fields=["status", "route", "next_attempt_at"], name="msg_due"),
             models.Index(fields=["session", "route", "status"], name="msg_mailbox"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 
 from sessions_app import delivery
@@ -334,3 +335,68 @@ def test_an_end_that_comes_while_init_opens_the_chat_is_still_handed_out(api, li
     }
     session.refresh_from_db()
     assert session.state == ChatSession.State.ENDED
+
+
+def _send(api, message: str, key: str, line_id: str = "U1"):
+    return api.post(
+        "/send", {"line_id": line_id, "message": message}, headers={"Idempotency-Key": key}
+    )
+
+
+def _agent_read(livechat, line_id: str = "U1") -> list[str]:
+    chat_id = ChatSession.objects.get(line_id=line_id).chat_id
+    return [e["text"] for e in livechat.events(chat_id) if e["type"] == "message"]
+
+
+def test_a_send_retried_with_its_idempotency_key_reaches_the_agent_once(api, livechat, drain):
+    api.call("/init", {"line_id": "U1"})
+    first = _send(api, "my order is 42", "3f1c9a7e-key")
+    assert first.status_code == 200 and first.json() == {"type": "send", "message": "send"}
+    assert "Idempotent-Replayed" not in first.headers
+    # The client never got that answer, and sends the same again (the draft's quoted form).
+    retry = _send(api, "my order is 42", '"3f1c9a7e-key"')
+    assert retry.status_code == 200 and retry.json() == {"type": "send", "message": "send"}
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    drain()
+    assert _agent_read(livechat) == ["my order is 42"]
+
+    # The same words under a new key are the user saying them again.
+    assert "Idempotent-Replayed" not in _send(api, "my order is 42", "second-key").headers
+    drain()
+    assert _agent_read(livechat) == ["my order is 42", "my order is 42"]
+    # Keys belong to one line_id: another user's client may pick the same.
+    api.call("/init", {"line_id": "U2"})
+    assert "Idempotent-Replayed" not in _send(api, "hi", "3f1c9a7e-key", "U2").headers
+    drain()
+    assert _agent_read(livechat, "U2") == ["hi"]
+
+
+def test_an_idempotency_key_sent_again_with_other_words_is_refused(api, livechat, drain):
+    api.call("/init", {"line_id": "U1"})
+    assert _send(api, "cancel my order", "k-1").status_code == 200
+    reused = _send(api, "keep my order", "k-1")
+    assert reused.status_code == 422
+    assert reused.json() == {
+        "type": "bad",
+        "message": "Idempotency-Key already used for another message",
+    }
+    drain()
+    assert _agent_read(livechat) == ["cancel my order"]
+
+
+def test_sends_racing_with_one_idempotency_key_queue_one_message(api, livechat, drain):
+    api.call("/init", {"line_id": "U1"})
+    answers: list[tuple[int, str | None]] = []
+    start = threading.Barrier(10)
+
+    def send() -> None:
+        start.wait(5)
+        response = _send(api, "are you there?", "race-key")
+        answers.append((response.status_code, response.headers.get("Idempotent-Replayed")))
+
+    senders = [_in_background(send) for _ in range(10)]
+    for thread in senders:
+        thread.join(15)
+    assert Counter(answers) == {(200, None): 1, (200, "true"): 9}
+    drain()
+    assert _agent_read(livechat) == ["are you there?"]

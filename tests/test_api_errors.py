@@ -96,3 +96,14 @@ def test_messages_wait_is_capped_and_validated(api):
     api.call("/init", {"line_id": "U1"})
     assert api.post("/messages", {"line_id": "U1", "wait": -1}).status_code == 400
     assert api.post("/messages", {"line_id": "U1", "wait": "soon"}).status_code == 400
+
+
+@pytest.mark.parametrize("key", ["", '""', "two words", "k" * 61, "caf\xe9", "tab\tkey"])
+def test_a_malformed_idempotency_key_is_refused_and_nothing_queued(api, key):
+    api.call("/init", {"line_id": "U1"})
+    response = api.post(
+        "/send", {"line_id": "U1", "message": "hi"}, headers={"Idempotency-Key": key}
+    )
+    assert response.status_code == 400
+    assert response.json() == BAD
+    assert not Message.objects.filter(direction=Message.Direction.TO_AGENT).exists()

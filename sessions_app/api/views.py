@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from typing import Any
@@ -17,7 +18,7 @@ from sessions_app.db_pool import release_connection
 from sessions_app.models import ChatSession, Message
 from sessions_app.notices import notice_text
 
-from .errors import PayloadTooLarge, UnknownLineId
+from .errors import PayloadTooLarge, UnknownLineId, bad
 from .serializers import (
     InitSerializer,
     LineIdSerializer,
@@ -80,8 +81,36 @@ class SendView(LiveagentView):
 
     def post(self, request: Request) -> Response:
         data = self.validated(request).validated_data
-        relay.user_said(session=self.session(data["line_id"]), text=data["message"])
-        return answer("send", "send")
+        key = idempotency_key(request)
+        session = self.session(data["line_id"])
+        if key is None:
+            relay.user_said(session=session, text=data["message"])
+            return answer("send", "send")
+        try:
+            queued = relay.user_said_once(session=session, text=data["message"], key=key)
+        except relay.IdempotencyKeyReused:
+            return bad("Idempotency-Key already used for another message", 422)
+        response = answer("send", "send")
+        if not queued:
+            response["Idempotent-Replayed"] = "true"
+        return response
+
+
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The request's `Idempotency-Key` (IETF httpapi draft): a quoted string there, bare as most
+    clients send it; visible ASCII only, since it is shown to operators in the admin."""
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if not (0 < len(value) <= relay.IDEMPOTENCY_KEY_MAX_LENGTH and _VISIBLE_ASCII.fullmatch(value)):
+        raise serializers.ValidationError("malformed Idempotency-Key")
+    return value
 
 
 class CloseView(LiveagentView):

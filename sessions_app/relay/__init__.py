@@ -14,9 +14,18 @@ from .line_delivery import deliver_to_user, push_batch
 from .line_events import apply_line_inbox
 from .livechat_delivery import deliver_to_agent
 from .livechat_events import agent_event, apply_parked_livechat_events
-from .mailbox import pull_next, user_closed, user_said
+from .mailbox import (
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    IdempotencyKeyReused,
+    pull_next,
+    user_closed,
+    user_said,
+    user_said_once,
+)
 
 __all__ = [
+    "IDEMPOTENCY_KEY_MAX_LENGTH",
+    "IdempotencyKeyReused",
     "agent_event",
     "apply_line_inbox",
     "apply_parked_livechat_events",
@@ -27,4 +36,5 @@ __all__ = [
     "user_closed",
     "user_open_chat",
     "user_said",
+    "user_said_once",
 ]

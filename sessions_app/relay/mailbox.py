@@ -10,7 +10,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from ..models import ChatSession, InboundEvent, Message
+from ..models import IDEMPOTENCY_KEY_PREFIX, ChatSession, InboundEvent, Message
 
 State = ChatSession.State
 Kind = Message.Kind
@@ -136,6 +136,31 @@ def user_said(
         source_event_id=source_event_id,
         line_message_id=line_message_id,
     )
+
+
+_SOURCE_ID_LENGTH = Message._meta.get_field("source_event_id").max_length
+IDEMPOTENCY_KEY_MAX_LENGTH = _SOURCE_ID_LENGTH - len(IDEMPOTENCY_KEY_PREFIX)
+
+
+class IdempotencyKeyReused(Exception):
+    """The key came before with another text: a client's bug, not a retry."""
+
+
+def user_said_once(*, session: ChatSession, text: str, key: str) -> bool:
+    """Queue `text` for the agent unless this session's client sent it under `key` before (its
+    retry of a `/send` whose answer it never got). True when queued now."""
+    source_event_id = IDEMPOTENCY_KEY_PREFIX + key
+    earlier = session.messages.filter(source_event_id=source_event_id).first()
+    if earlier is None:
+        try:
+            with transaction.atomic():
+                user_said(session=session, text=text, source_event_id=source_event_id)
+            return True
+        except IntegrityError:  # the same retry, in a request running at the same time
+            earlier = session.messages.get(source_event_id=source_event_id)
+    if earlier.body != text:
+        raise IdempotencyKeyReused(key)
+    return False
 
 
 def user_closed(*, session: ChatSession) -> None:
