@@ -3,6 +3,7 @@ LINE: over real HTTP, with the fakes checking what the real platforms check."""
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import threading
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
@@ -30,6 +32,9 @@ from tests.fakes.line import (
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "line").glob("*.json"))
 USER = "U" + "1" * 32
+
+
+MONTHLY_LIMIT = "You have reached your monthly limit."
 
 
 def chat_texts(livechat, session: ChatSession) -> list[str]:
@@ -277,6 +282,33 @@ def test_line_rate_limit_then_back(line, livechat, drain):
     assert line.texts_for(USER) == ["after the limit"]
     row = Message.objects.get(body="after the limit")
     assert row.attempts == 3 and row.status == Message.Status.SENT
+
+
+def test_at_lines_monthly_limit_replies_wait_and_the_operator_is_told_why(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    session = session_of()
+    line.fail("/v2/bot/message/push", status=429, times=1000, message=MONTHLY_LIMIT)
+    livechat.agent_says(session.chat_id, "the answer you waited for")
+
+    def tried_twice() -> bool:
+        delivery.run_once()
+        return len(line.calls_to("/v2/bot/message/push")) >= 2
+
+    wait_until(tried_twice)
+    status = io.StringIO()
+    call_command("bridge_status", stdout=status)
+    (waiting,) = [row for row in status.getvalue().splitlines() if row.startswith("outbox")]
+    assert waiting.startswith("outbox line_push: 1 waiting since")
+    assert f"because: RetryableError: LINE HTTP 429 {MONTHLY_LIMIT}" in waiting
+    assert line.texts_for(USER) == []
+
+    line.clear_faults()  # the operator raised the plan's limit
+    drain()
+    assert line.texts_for(USER) == ["the answer you waited for"]
+    status = io.StringIO()
+    call_command("bridge_status", stdout=status)
+    assert "outbox line_push" not in status.getvalue()
 
 
 def test_push_timeout_is_retried_with_the_same_key_and_delivered_once(

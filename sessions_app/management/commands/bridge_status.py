@@ -37,9 +37,21 @@ class Command(BaseCommand):
             .annotate(n=Count("id"), oldest=Min("created_at"))
         )
         for row in waiting:
-            self.stdout.write(
+            line = (
                 f"outbox {row['route']}: {row['n']} waiting since {row['oldest']:%Y-%m-%d %H:%M:%S}"
             )
+            # Why the queue does not move: what the vendor last answered for its oldest row that
+            # was tried (LINE's monthly limit, a revoked token, an outage).
+            cause = (
+                Message.objects.filter(status=Message.Status.PENDING, route=row["route"])
+                .exclude(last_error="")
+                .order_by("created_at", "id")
+                .values_list("last_error", flat=True)
+                .first()
+            )
+            if cause:
+                line += f", the oldest tried one because: {cause}"
+            self.stdout.write(line)
         failed = Message.objects.filter(status=Message.Status.FAILED).count()
         if failed:
             self.stdout.write(
