@@ -18,7 +18,13 @@ def env_bool(name: str, default: bool = False) -> bool:
     value = os.environ.get(name)
     if value is None or value.strip() == "":
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    word = value.strip().lower()
+    if word in {"1", "true", "yes", "on"}:
+        return True
+    if word in {"0", "false", "no", "off"}:
+        return False
+    # A typo (SSL=ture) read as False would silently turn HTTPS, or a feature, off.
+    raise ImproperlyConfigured(f"{name} must be true or false, not {value.strip()!r}.")
 
 
 def env_str(name: str, default: str = "") -> str:

@@ -352,6 +352,10 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("BRIDGE_NOTICE_TEXTS", '{"ended": "bye"}'),
         ("GUNICORN_THREADS", "eight"),  # fails the release, before any web dyno boots with it
         ("DELIVERY_THREADS", "\u00b2"),
+        # A mistyped switch must not be read as off: SSL=ture would drop HTTPS and HSTS.
+        ("SSL", "ture"),
+        ("DEBUG", "flase"),
+        ("LIVECHAT_PRECHAT_FORM", "disabled"),
     ],
 )
 def test_a_malformed_setting_stops_the_release_and_names_itself(name, value):
@@ -359,6 +363,27 @@ def test_a_malformed_setting_stops_the_release_and_names_itself(name, value):
     assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("django.core.exceptions.ImproperlyConfigured: " + name), last_line
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("True", True),
+        (" yes ", True),
+        ("1", True),
+        ("ON", True),
+        ("False", False),
+        ("no", False),
+        ("0", False),
+        ("off", False),
+        ("", None),
+    ],
+)
+def test_a_switch_is_read_in_its_usual_spellings(monkeypatch, value, expected):
+    from bridge.settings import env_bool
+
+    monkeypatch.setenv("SSL", value)
+    assert env_bool("SSL", default=None) is expected
 
 
 @pytest.mark.parametrize("level", ["debug", "WARN", "warning"])
