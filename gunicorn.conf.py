@@ -3,18 +3,20 @@
 import os
 
 
-def _whole_number(name: str, default: int) -> int:
+def _whole_number(name: str, default: int, minimum: int = 0) -> int:
     value = os.environ.get(name, "").strip() or str(default)
     if not (value.isascii() and value.isdigit()):
         raise SystemExit(f"{name} must be a whole number, not {value!r}.")
+    if int(value) < minimum:
+        raise SystemExit(f"{name} must be at least {minimum}, not {value!r}.")
     return int(value)
 
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = _whole_number("WEB_CONCURRENCY", 2)
+workers = _whole_number("WEB_CONCURRENCY", 2, minimum=1)
 # /messages holds a request for up to 25 s; threads keep one long poll from blocking a process.
 worker_class = "gthread"
-threads = _whole_number("GUNICORN_THREADS", 8)
+threads = _whole_number("GUNICORN_THREADS", 8, minimum=1)
 # Heroku's router gives up after 30 s: a request must finish (or be killed) before that.
 timeout = 29
 graceful_timeout = 25

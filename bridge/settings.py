@@ -46,12 +46,14 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, not {value!r}.") from None
 
 
-def env_int(name: str, default: int | None) -> int | None:
+def env_int(name: str, default: int | None, *, minimum: int = 0) -> int | None:
     value = env_str(name)
     if not value:
         return default
     if not (value.isascii() and value.isdigit()):
         raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.")
+    if int(value) < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value!r}.")
     return int(value)
 
 
@@ -244,8 +246,10 @@ LOGGING = {
 
 # gunicorn reads these (gunicorn.conf.py). Checked here too: the release phase runs `migrate`, not
 # gunicorn, and a bad value should fail the release, not every web dyno as it boots.
-for _name in ("WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_MAX_REQUESTS"):
-    env_int(_name, None)
+# 0 processes or threads would serve nothing (gunicorn listens with no worker, or none boots).
+for _name in ("WEB_CONCURRENCY", "GUNICORN_THREADS"):
+    env_int(_name, None, minimum=1)
+env_int("GUNICORN_MAX_REQUESTS", None)
 
 # --- The bridge ---------------------------------------------------------------------------
 
@@ -278,7 +282,7 @@ DELIVERY_LEASE_SECONDS = env_float("DELIVERY_LEASE_SECONDS", 60.0)
 DELIVERY_BACKOFF_BASE = env_float("DELIVERY_BACKOFF_BASE", 2.0)
 DELIVERY_BACKOFF_MAX = env_float("DELIVERY_BACKOFF_MAX", 300.0)
 DELIVERY_MAX_AGE_SECONDS = env_float("DELIVERY_MAX_AGE_SECONDS", 24 * 3600.0)
-DELIVERY_THREADS = env_int("DELIVERY_THREADS", 4)
+DELIVERY_THREADS = env_int("DELIVERY_THREADS", 4, minimum=1)  # 0: the worker would exit at once
 
 # /messages long poll.
 MESSAGES_MAX_WAIT = 25.0

@@ -356,6 +356,11 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("SSL", "ture"),
         ("DEBUG", "flase"),
         ("LIVECHAT_PRECHAT_FORM", "disabled"),
+        # No worker process or thread: the web dyno would listen and never answer, the worker
+        # would exit at once (and be restarted, again and again), with nothing logged.
+        ("WEB_CONCURRENCY", "0"),
+        ("GUNICORN_THREADS", "0"),
+        ("DELIVERY_THREADS", "0"),
     ],
 )
 def test_a_malformed_setting_stops_the_release_and_names_itself(name, value):
@@ -412,6 +417,28 @@ def test_malformed_gunicorn_threads_stops_gunicorn_with_its_name():
     )
     assert result.returncode != 0
     assert "GUNICORN_THREADS must be a whole number, not 'eight'" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["WEB_CONCURRENCY", "GUNICORN_THREADS"])
+def test_zero_gunicorn_workers_or_threads_stops_gunicorn_with_its_name(name):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--config",
+            "gunicorn.conf.py",
+            "--check-config",
+            "bridge.wsgi",
+        ],
+        cwd=ROOT,
+        env=production_env(**{name: "0", "PORT": "0"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert f"{name} must be at least 1, not '0'" in result.stdout + result.stderr
 
 
 # --- Heroku ------------------------------------------------------------------------------------
