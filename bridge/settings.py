@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -35,15 +36,22 @@ def env_list(name: str) -> list[str]:
     return [item.strip() for item in env_str(name).split(",") if item.strip()]
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float, *, zero: bool = False) -> float:
+    """A number of seconds: above 0 (or 0 too, with `zero`), and finite."""
     value = env_str(name)
     if not value:
         return default
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         # Named, so that a mistyped config var says which it is instead of a bare traceback.
         raise ImproperlyConfigured(f"{name} must be a number, not {value!r}.") from None
+    # VENDOR_READ_TIMEOUT=0 failed every message for good (requests refuses a 0 timeout); a 0 or
+    # negative interval, backoff or lease would spin, and nan or inf compare as no number does.
+    if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+        least = "0 or more" if zero else "more than 0"
+        raise ImproperlyConfigured(f"{name} must be a number {least}, not {value!r}.")
+    return number
 
 
 def env_int(name: str, default: int | None, *, minimum: int = 0) -> int | None:
@@ -321,6 +329,6 @@ LIVECHAT_PRECHAT_FORM = env_bool("LIVECHAT_PRECHAT_FORM", True)
 # A video or audio LINE is still preparing (202) is asked for again with the worker's backoff for
 # this long after it arrived; then the agent gets a note instead. The user's later messages wait
 # behind it meanwhile, to keep their order.
-LINE_CONTENT_MAX_WAIT_SECONDS = env_float("LINE_CONTENT_MAX_WAIT_SECONDS", 300.0)
+LINE_CONTENT_MAX_WAIT_SECONDS = env_float("LINE_CONTENT_MAX_WAIT_SECONDS", 300.0, zero=True)
 # One download from LINE may take this long in all (the worker's lease is DELIVERY_LEASE_SECONDS).
 LINE_CONTENT_DOWNLOAD_SECONDS = env_float("LINE_CONTENT_DOWNLOAD_SECONDS", 30.0)

@@ -361,6 +361,11 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("WEB_CONCURRENCY", "0"),
         ("GUNICORN_THREADS", "0"),
         ("DELIVERY_THREADS", "0"),
+        # requests refuses a 0 timeout: every message was failed for good at its first send.
+        ("VENDOR_READ_TIMEOUT", "0"),
+        ("DELIVERY_POLL_INTERVAL", "-1"),
+        ("DELIVERY_BACKOFF_MAX", "nan"),
+        ("LINE_CONTENT_MAX_WAIT_SECONDS", "-5"),
     ],
 )
 def test_a_malformed_setting_stops_the_release_and_names_itself(name, value):
@@ -389,6 +394,11 @@ def test_a_switch_is_read_in_its_usual_spellings(monkeypatch, value, expected):
 
     monkeypatch.setenv("SSL", value)
     assert env_bool("SSL", default=None) is expected
+
+
+def test_a_content_wait_of_zero_is_allowed():
+    result = manage("check", env=production_env(LINE_CONTENT_MAX_WAIT_SECONDS="0"))
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("level", ["debug", "WARN", "warning"])
