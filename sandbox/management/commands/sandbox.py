@@ -30,6 +30,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_in_use(port: int) -> bool:
+    """Whether something already listens on 127.0.0.1:`port` (as the page's server binds it)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
 def sandbox_environment(
     *, database: Path, line_port: int, line_data_port: int, livechat_port: int
 ) -> dict[str, str]:
@@ -85,6 +96,14 @@ class Command(BaseCommand):
         self, *args: Any, port: int, bridge_port: int, database: str | None, **options: Any
     ) -> None:
         if os.environ.get(MARKER) != "1":
+            # Before anything starts: the page's port taken was found only after the address
+            # to open had been printed (perhaps another server's), with a traceback.
+            for name, number in (("--port", port), ("--bridge-port", bridge_port)):
+                if port_in_use(number):
+                    raise CommandError(
+                        f"port {number} is in use on 127.0.0.1 (another server?): choose a free "
+                        f"one with {name}, e.g. bin/sandbox --port 8010 --bridge-port 8011"
+                    )
             path = Path(database) if database else Path(settings.BASE_DIR) / "sandbox.sqlite3"
             self._restart_in_sandbox(port, bridge_port, path.resolve())
         self._run(port, bridge_port)
