@@ -77,6 +77,14 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS") or (["*"] if DEBUG else [])
 if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off.")
+for _host in ALLOWED_HOSTS:
+    # An address pasted from the browser matches no request: every page would answer 400 while
+    # the vendors' webhooks, answered before the host is looked at, go on working.
+    if "/" in _host:
+        raise ImproperlyConfigured(
+            f"ALLOWED_HOSTS takes host names such as .herokuapp.com or bridge.example.com, "
+            f"not addresses: {_host!r}."
+        )
 
 INSTALLED_APPS = [
     "sessions_app.apps.BridgeAdminConfig",  # django.contrib.admin, sign-in rate-limited

@@ -366,6 +366,8 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("DELIVERY_POLL_INTERVAL", "-1"),
         ("DELIVERY_BACKOFF_MAX", "nan"),
         ("LINE_CONTENT_MAX_WAIT_SECONDS", "-5"),
+        # Matches no Host header: every page but the vendors' webhooks would answer 400.
+        ("ALLOWED_HOSTS", "https://my-bridge-0123456789ab.herokuapp.com/"),
     ],
 )
 def test_a_malformed_setting_stops_the_release_and_names_itself(name, value):
