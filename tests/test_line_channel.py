@@ -326,6 +326,84 @@ def test_push_timeout_is_retried_with_the_same_key_and_delivered_once(
     assert [c.status for c in line.calls_to("/v2/bot/message/push")][-1] == 409
 
 
+def test_a_push_whose_answer_was_lost_keeps_line_s_message_ids_from_the_409(
+    line, livechat, drain, settings
+):
+    # The retry's 409 lists the messages LINE sent the first time: the row keeps their id as if
+    # the first answer had come.
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    settings.VENDOR_TIMEOUT = (1.0, 0.3)
+    line.slow("/v2/bot/message/push", 1.0)
+    livechat.agent_says(session_of().chat_id, "slow push")
+    drain()
+    (key,) = {c.headers["x-line-retry-key"] for c in line.calls_to("/v2/bot/message/push")}
+    _, sent = line.accepted_retry_keys[key]
+    row = Message.objects.get(body="slow push")
+    assert row.status == Message.Status.SENT and row.line_message_id == sent[0]["id"]
+
+
+def test_a_batch_whose_push_timed_out_is_retried_whole_and_delivered_once(
+    line, livechat, drain, settings
+):
+    # LINE took the push of two messages but its answer was lost: the retry must be the same
+    # request under the same key, not the head alone (which would send the second one again).
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    settings.VENDOR_TIMEOUT = (1.0, 0.3)
+    line.slow("/v2/bot/message/push", 1.0)
+    livechat.agent_says(session_of().chat_id, "one")
+    livechat.agent_says(session_of().chat_id, "two")
+    drain()
+    time.sleep(1.0)  # let the slow answer finish on the fake's side
+    assert line.texts_for(USER) == ["one", "two"]
+    pushes = line.calls_to("/v2/bot/message/push")
+    assert [len(c.body["messages"]) for c in pushes] == [2, 2]
+    assert [c.status for c in pushes][-1] == 409
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_channel_token_holds_messages_until_it_is_replaced(
+    line, livechat, drain, settings, status
+):
+    # 401: the channel access token was revoked or reissued; 403: the channel lost access. The
+    # operator replaces the token: the messages wait for it instead of failing.
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    if status == 401:
+        settings.LINE_CHANNEL_ACCESS_TOKEN = "revoked-token"
+    else:
+        line.fail("/v2/bot/message/push", status=403, times=3)
+    livechat.agent_says(session_of().chat_id, "while refused")
+    for _ in range(3):
+        delivery.run_once()
+        Message.objects.filter(status=Message.Status.PENDING).update(next_attempt_at=timezone.now())
+    waiting = Message.objects.get(body="while refused")
+    assert waiting.status == Message.Status.PENDING and str(status) in waiting.last_error
+    assert line.texts_for(USER) == []
+
+    settings.LINE_CHANNEL_ACCESS_TOKEN = line.channel_access_token
+    drain()
+    assert line.texts_for(USER) == ["while refused"]
+
+
+def test_a_tls_failure_reaching_line_holds_the_message_until_it_connects(
+    line, livechat, drain, settings
+):
+    # The SDK reports a failed TLS handshake as an ApiException without a status: an outage.
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    settings.LINE_API_BASE_URL = line.base_url.replace("http://", "https://")  # plain HTTP
+    livechat.agent_says(session_of().chat_id, "after the handshake")
+    delivery.run_once()
+    waiting = Message.objects.get(body="after the handshake")
+    assert waiting.status == Message.Status.PENDING and "SSL" in waiting.last_error
+
+    settings.LINE_API_BASE_URL = line.base_url
+    drain()
+    assert line.texts_for(USER) == ["after the handshake"]
+
+
 def test_queued_agent_messages_are_batched_five_per_push(line, livechat, drain):
     line.post_events([text_event(USER, "hi")])
     drain()
