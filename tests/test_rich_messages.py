@@ -214,6 +214,30 @@ def test_content_that_is_gone_becomes_a_readable_note(line, livechat, drain, sta
     assert row.status == Message.Status.SENT and row.attempts == 1
 
 
+def test_a_download_cut_off_midway_is_tried_again(line, livechat, drain):
+    # A dropped connection says nothing about the content: it is fetched again, not reported
+    # to the agent as gone.
+    event = documented("doc_03_message-image.json")
+    line.contents[event["message"]["id"]] = (JPEG, "image/jpeg")
+    line.fail(f"/v2/bot/message/{event['message']['id']}/content", status=0, times=1)
+    line.post_events([event])
+    drain()
+    (sent,) = agent_sees(livechat)
+    assert sent["type"] == "file" and livechat.uploads[sent["url"]]["content"] == JPEG
+    row = Message.objects.get(line_message_id=event["message"]["id"])
+    assert row.status == Message.Status.SENT and row.attempts == 2
+
+
+def test_a_content_type_with_parameters_is_read_as_its_media_type(line, livechat, drain):
+    event = documented("doc_03_message-image.json")
+    line.contents[event["message"]["id"]] = (b"\x89PNG\r\n\x1a\n" * 10, "image/PNG; charset=binary")
+    line.post_events([event])
+    drain()
+    (sent,) = agent_sees(livechat)
+    upload = livechat.uploads[sent["url"]]
+    assert (upload["name"], upload["content_type"]) == ("354718705033693859.png", "image/png")
+
+
 def test_content_still_being_prepared_is_fetched_once_ready(line, livechat, drain):
     event = documented("doc_05_message-video.json", contentProvider={"type": "line"})
     line.contents["325708"] = (b"video" * 100, "video/mp4")
@@ -341,6 +365,25 @@ def test_agent_png_without_a_thumbnail_previews_itself(line, livechat, drain, ch
             "previewImageUrl": f"{CDN}/chart.png",
         }
     ]
+
+
+@pytest.mark.parametrize(("length", "kind"), [(2000, "image"), (2001, "text")])
+def test_an_agent_photo_url_up_to_2000_characters_arrives_as_an_image(
+    line, livechat, drain, chatting, length, kind
+):
+    # LINE takes image URLs of up to 2,000 characters; a longer one goes as a link.
+    url = f"{CDN}/" + "p" * (length - len(CDN) - 5) + ".jpg"
+    assert len(url) == length
+    livechat.agent_sends_file(
+        chatting.chat_id, url=url, name="photo.jpg", content_type="image/jpeg", size=300_000
+    )
+    drain()
+    (message,) = received(line)
+    assert message["type"] == kind
+    if kind == "image":
+        assert message["originalContentUrl"] == message["previewImageUrl"] == url
+    else:
+        assert message["text"] == f"photo.jpg {url}"
 
 
 @pytest.mark.parametrize(
