@@ -722,6 +722,20 @@ def test_a_reply_token_refused_at_the_first_try_greets_by_push(line, livechat, d
     assert len(line.calls_to("/v2/bot/message/push")) == 1
 
 
+def test_a_greeting_queued_behind_an_answer_still_goes_by_reply(line, livechat, drain, settings):
+    # The user unblocks the account while an answer waits to be pushed: the greeting follows
+    # it by reply (free), not added to the answer's push.
+    settings.LINE_FOLLOW_GREETING = "Welcome!"
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    livechat.agent_says(session_of().chat_id, "Here is your answer")
+    line.post_events([follow_event(USER, is_unblocked=True)])
+    drain()
+    assert line.texts_for(USER) == ["Here is your answer", "Welcome!"]
+    assert [len(c.body["messages"]) for c in line.calls_to("/v2/bot/message/push")] == [1]
+    assert len(line.calls_to("/v2/bot/message/reply")) == 1
+
+
 def test_a_follow_without_a_reply_token_is_greeted_by_push(line, livechat, drain, settings):
     settings.LINE_FOLLOW_GREETING = "Welcome!"
     line.post_events([follow_event(USER, replyToken=None)])
