@@ -158,6 +158,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # does not answer (overloaded, half failed over) would hold a request thread, or one of the
     # pool's connecting threads, for that long. The LINE inbox waits 2 (inbox.py).
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    # Milliseconds that what was sent may go unacknowledged before the connection is given up
+    # (libpq's tcp_user_timeout). A server that vanished (a failover whose old host died, a cut
+    # link) drops packets instead of refusing them, and TCP alone resends for ~15 minutes while
+    # each thread with a query in flight waits with it. A server that is only slow still
+    # acknowledges at once, so a long query is not cut short. The LINE inbox gives up after 2 s.
+    DATABASES["default"]["OPTIONS"].setdefault("tcp_user_timeout", 5000)
 
 # Postgres: each process takes Django's connections from a pool of at most this many, shared by
 # its threads, instead of one persistent connection per thread. Threads are sized for long polls

@@ -138,6 +138,8 @@ class InboxConnection:
                     "prepare_threshold": None,
                     # libpq's least: LINE has stopped waiting by then, and the thread is free.
                     "connect_timeout": 2,
+                    # And a server that vanished mid-write (settings.py) is given up as soon.
+                    "tcp_user_timeout": 2000,
                 }
             backend = load_backend(settings_dict["ENGINE"])
             wrapper = backend.DatabaseWrapper(settings_dict, self.alias)

@@ -12,9 +12,9 @@ class TcpProxy:
     they arrive; `hang()` leaves open ones be and accepts new ones without a word (a server that
     is overloaded or half gone); `up()` forwards again."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], host: str = "127.0.0.1", port: int = 0) -> None:
         self.target = target
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server((host, port))
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -93,3 +93,16 @@ def _close(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
+
+
+if __name__ == "__main__":
+    # `python tests/tcp_proxy.py HOST TARGET_HOST TARGET_PORT`: a forwarder on its own (in another
+    # network namespace, see network_link.py); prints its port, then forwards until killed.
+    import sys
+    import time
+
+    listen_host, target_host, target_port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    proxy = TcpProxy((target_host, target_port), host=listen_host)
+    print(proxy.port, flush=True)
+    while True:
+        time.sleep(3600)

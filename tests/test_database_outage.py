@@ -5,6 +5,7 @@ database is back arrives once."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from django.db import connection, transaction
 from sessions_app.models import ChatSession, InboundEvent, Message
 from tests.conftest import BridgeAPI, wait_until
 from tests.fakes.line import redelivered, text_event
+from tests.network_link import LinkUnavailable, NetworkLink
 from tests.tcp_proxy import TcpProxy
 from tests.test_inbox import hold_sqlite_write_lock
 
@@ -53,6 +55,23 @@ def postgres_proxy() -> Iterator[tuple[TcpProxy, str]]:
         yield proxy, f"postgres://{s['USER']}:{s['PASSWORD']}@127.0.0.1:{proxy.port}/{s['NAME']}"
     finally:
         proxy.close()
+
+
+@pytest.fixture
+def postgres_link() -> Iterator[tuple[NetworkLink, str]]:
+    """A network link to the test's Postgres server that can be cut without a word, and the
+    database's URL across it."""
+    s = connection.settings_dict
+    try:
+        link = NetworkLink((s["HOST"] or "127.0.0.1", int(s["PORT"] or 5432)))
+    except LinkUnavailable as exc:
+        if os.environ.get("REQUIRE_NETWORK_LINK"):  # CI: this test must run there, not skip
+            raise
+        pytest.skip(str(exc))
+    try:
+        yield link, f"postgres://{s['USER']}:{s['PASSWORD']}@{link.address}:{link.port}/{s['NAME']}"
+    finally:
+        link.close()
 
 
 @contextmanager
@@ -252,3 +271,63 @@ def test_a_postgres_that_accepts_but_never_answers_holds_a_line_webhook_2_s_at_m
     proxy.up()
     assert line.post_events([redelivered(event)])[0] == 200
     assert InboundEvent.objects.get().event_id == event["webhookEventId"]
+
+
+@postgres_only
+def test_postgres_cut_off_without_a_word_frees_every_caller_in_seconds_not_minutes(
+    line, livechat, drain, web_process, postgres_link
+):
+    # A failover whose old server vanished: open connections hear nothing, and TCP alone would
+    # resend for ~15 minutes while every thread that had a query in flight waited with it.
+    link, database_url = postgres_link
+    url = web_process(WEB_CONCURRENCY="1", GUNICORN_THREADS="8", DATABASE_URL=database_url)
+    line.webhook_url, livechat.webhook_url = f"{url}/line/webhook", f"{url}/livechat/webhook"
+    api = BridgeAPI(url)
+    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
+    assert line.post_events([text_event(USER, "before")])[0] == 200  # the inbox's connection
+    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+    from_line = text_event(USER, "written while cut off")
+
+    link.cut()
+    answers: dict[str, tuple[object, float]] = {}
+
+    def call(name: str, do) -> None:
+        started = time.monotonic()
+        try:
+            answers[name] = (do(), time.monotonic() - started)
+        except Exception as exc:  # the assertions below show it
+            answers[name] = (exc, time.monotonic() - started)
+
+    calls = {
+        "send": lambda: api.post("/send", {"line_id": "U1", "message": "sent while cut off"}),
+        "line": lambda: line.post_events([from_line])[0],
+        "livechat": lambda: livechat.agent_says(chat_id, "answered while cut off"),
+    }
+    threads = [threading.Thread(target=call, args=item) for item in calls.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(40)
+    link.mend()
+
+    sent, send_took = answers["send"]
+    assert (sent.status_code, sent.json()) == (503, UNAVAILABLE), sent
+    assert send_took < 8, send_took  # the pool's 5 s wait for a connection, then the answer
+    line_status, line_took = answers["line"]
+    assert line_status == 503 and line_took < 5, answers["line"]  # LINE will redeliver
+    from_agent, webhook_took = answers["livechat"]
+    assert webhook_statuses(livechat, from_agent) == [503]
+    assert webhook_took < 8, webhook_took  # LiveChat waits ~10 s, then sends it again
+    assert not Message.objects.filter(body__endswith="while cut off").exists()
+
+    # Back: what each caller sends again arrives once.
+    wait_until(lambda: requests.get(f"{url}/healthz", timeout=5).status_code == 200, 20)
+    assert api.call("/send", {"line_id": "U1", "message": "sent while cut off"})["type"] == "send"
+    assert line.post_events([redelivered(from_line)])[0] == 200
+    assert livechat.post_webhook(from_agent) == 200
+    assert (
+        api.call("/messages", {"line_id": "U1", "wait": 1})["message"] == "answered while cut off"
+    )
+    drain()
+    assert user_texts(livechat, "U1") == ["sent while cut off"]
+    assert user_texts(livechat, USER) == ["before", "written while cut off"]
