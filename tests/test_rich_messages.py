@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sessions_app import delivery
 from sessions_app.models import ChatSession, Message
 from sessions_app.notices import notice_text
 from tests.fakes.line import image_event, new_webhook_event_id, text_event
@@ -226,6 +227,64 @@ def test_a_download_cut_off_midway_is_tried_again(line, livechat, drain):
     assert sent["type"] == "file" and livechat.uploads[sent["url"]]["content"] == JPEG
     row = Message.objects.get(line_message_id=event["message"]["id"])
     assert row.status == Message.Status.SENT and row.attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("piece", "every", "sized"),
+    # 1,004 bytes over ~6 s: a slow network; or half of it, then a stall.
+    [(34, 0.2, True), (500, 6.0, True), (34, 0.2, False)],
+    ids=["trickling", "stalled", "trickling-without-a-length"],
+)
+def test_a_download_slower_than_its_time_limit_is_given_up_and_tried_again(
+    line, livechat, drain, settings, piece, every, sized
+):
+    # LINE_CONTENT_DOWNLOAD_SECONDS bounds one download in all, not each read: a body that keeps
+    # coming, a little at a time, must not hold the user's chat for as long as it trickles.
+    settings.LINE_CONTENT_DOWNLOAD_SECONDS = 1
+    event = documented("doc_03_message-image.json")
+    content = f"/v2/bot/message/{event['message']['id']}/content"
+    line.contents[event["message"]["id"]] = (JPEG, "image/jpeg")
+    if not sized:
+        line.unsized.add(event["message"]["id"])  # cut off, it would look whole
+    line.trickle(content, piece=piece, every=every, times=1)
+    line.post_events([event])
+    line.post_events([text_event(USER, "did the photo arrive?")])
+    line.post_events([text_event(USER, "it is the receipt")])
+
+    started = time.monotonic()
+    delivery.run_once()  # the worker's first try: the download, given up
+    assert time.monotonic() - started < 2.5  # the whole body would have taken 6 s
+    row = Message.objects.get(line_message_id=event["message"]["id"])
+    assert row.status == Message.Status.PENDING and row.attempts == 1
+    assert "download took over 1 s" in row.last_error
+    assert not livechat.calls_to("upload_file")
+
+    drain()  # LINE answers at full speed again
+    seen = agent_sees(livechat)
+    assert [e["type"] for e in seen] == ["file", "message", "message"]
+    assert livechat.uploads[seen[0]["url"]]["content"] == JPEG
+    assert texts(seen) == ["did the photo arrive?", "it is the receipt"]
+    assert [c.status for c in line.calls_to(content)] == [200, 200]
+    row.refresh_from_db()
+    assert row.status == Message.Status.SENT and row.attempts == 2
+
+
+def test_a_slow_download_within_its_time_limit_arrives_whole(line, livechat, drain, settings):
+    settings.LINE_CONTENT_DOWNLOAD_SECONDS = 5
+    event = documented("doc_07_message-file.json", fileName="scan.pdf")
+    # 200 KB, more than one read's worth, in 16 KB pieces over about 0.6 s.
+    data = bytes(range(256)) * 800
+    line.contents["325708"] = (data, "application/pdf")
+    line.trickle("/v2/bot/message/325708/content", piece=16 * 1024, every=0.05)
+    line.post_events([event])
+    started = time.monotonic()
+    drain()
+    assert time.monotonic() - started > 0.5  # it did trickle
+    (sent,) = agent_sees(livechat)
+    upload = livechat.uploads[sent["url"]]
+    assert (upload["name"], upload["content"]) == ("scan.pdf", data)
+    row = Message.objects.get(line_message_id="325708")
+    assert row.status == Message.Status.SENT and row.attempts == 1
 
 
 def test_a_content_type_with_parameters_is_read_as_its_media_type(line, livechat, drain):

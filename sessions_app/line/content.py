@@ -8,7 +8,7 @@ in chunks, and gives up as soon as it is larger than the caller can use or takes
 from __future__ import annotations
 
 import mimetypes
-import time
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -117,7 +117,8 @@ class _BoundedApiClient(ApiClient):
             raise ContentTooLarge(
                 f"content is {declared} bytes", size=declared, exact=True, content_type=content_type
             )
-        deadline = time.monotonic() + self.max_seconds
+        too_slow = f"download took over {self.max_seconds:g} s"
+        watchdog = _Watchdog(response, self.max_seconds)
         chunks: list[bytes] = []
         total = 0
         try:
@@ -130,14 +131,53 @@ class _BoundedApiClient(ApiClient):
                         exact=False,
                         content_type=content_type,
                     )
-                if time.monotonic() > deadline:
-                    raise RetryableError(f"download took over {self.max_seconds:g} s")
                 chunks.append(chunk)
-        except BaseException:
+        except BaseException as exc:
+            cut_off = watchdog.stop()
             _discard(response)
+            if cut_off and not isinstance(exc, ContentTooLarge):
+                raise RetryableError(too_slow) from exc
             raise
+        if watchdog.stop():
+            # Cut off, a body without a Content-Length ends as if it were whole.
+            _discard(response)
+            raise RetryableError(too_slow)
         response.release_conn()
         return b"".join(chunks)
+
+
+class _Watchdog:
+    """Ends a download at its deadline from another thread, by shutting its socket for reading.
+
+    Checking the clock between reads is not enough: stream(n) waits for n bytes, each wait as long
+    as the read timeout, so a body that trickles in (a byte now and then) or stalls would be
+    read for as long as it takes."""
+
+    def __init__(self, response: Any, seconds: float) -> None:
+        self._response = response
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._fired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._fired = True
+            try:
+                self._response.shutdown()
+            except (OSError, ValueError, RuntimeError):
+                pass  # already closed, or a connection that cannot be shut
+
+    def stop(self) -> bool:
+        """Stop watching; True when the deadline had passed and the download was cut off."""
+        self._timer.cancel()
+        with self._lock:
+            self._stopped = True
+            return self._fired
 
 
 def _discard(response: Any) -> None:

@@ -2,7 +2,8 @@
 
 The fake answers the way /work/shared/reference/line.md says the real platform does, so that the
 bridge's retry, idempotency and error handling meet realistic answers in tests: the retry key is
-remembered once accepted, injected failures deliver nothing, slow answers deliver before sleeping.
+remembered once accepted, injected failures deliver nothing, slow answers deliver before sleeping,
+trickled answers send their headers at once and their body a little at a time.
 
 Usage::
 
@@ -312,11 +313,14 @@ class Call:
 @dataclass
 class _Fault:
     prefix: str
-    kind: str  # "fail" or "slow"
+    kind: str  # "fail", "slow" or "trickle"
     remaining: int
     status: int = 200
     delay: float = 0.0
     message: str | None = None
+    # trickle: the body is sent `piece` bytes at a time, `every` seconds apart.
+    piece: int = 0
+    every: float = 0.0
 
 
 @dataclass
@@ -328,6 +332,9 @@ class _Answer:
     delay: float = 0.0
     # False: no Content-Length; the body ends when the connection closes (HTTP/1.0).
     sized: bool = True
+    # (bytes, seconds): after the headers, the body goes out that many bytes at a time, with that
+    # pause before each piece after the first.
+    trickle: tuple[int, float] | None = None
 
 
 def _json_answer(status: int, payload: Any, **kwargs: Any) -> _Answer:
@@ -402,9 +409,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         try:
-            self.wfile.write(answer.body)
+            if answer.trickle is None:
+                self.wfile.write(answer.body)
+                return
+            piece, every = answer.trickle
+            for start in range(0, len(answer.body), piece):
+                if start:
+                    time.sleep(every)
+                # Unbuffered: each piece leaves now. A client that gave up has closed the
+                # connection, and a write after that fails, ending the answer.
+                self.wfile.write(answer.body[start : start + piece])
         except OSError:
-            pass
+            self.close_connection = True
 
 
 class FakeLine:
@@ -532,8 +548,26 @@ class FakeLine:
         with self._lock:
             self._faults.append(_Fault(path_prefix, "slow", times, delay=seconds))
 
+    def trickle(
+        self, path_prefix: str, *, piece: int = 100, every: float = 0.1, times: int = 1
+    ) -> None:
+        """The next `times` answers to `path_prefix` send their status and headers (Content-Length
+        the whole body's) at once, then the body `piece` bytes at a time, `every` seconds apart:
+        a slow network, or with `every` long, one that stalls midway. Nothing else changes (a
+        push is delivered before its answer starts); a client that gives up closes the
+        connection and the rest is not sent.
+
+        E.g. ``line.trickle("/v2/bot/message/325708/content", piece=100, every=0.5)``: a 1,000-byte
+        image takes 4.5 s to arrive.
+        """
+        if piece < 1:
+            raise ValueError("piece must be at least 1 byte")
+        with self._lock:
+            self._faults.append(_Fault(path_prefix, "trickle", times, piece=piece, every=every))
+
     def clear_faults(self) -> None:
-        """Every fail() and slow() still pending is forgotten: the platform has recovered."""
+        """Every fail(), slow() and trickle() still pending is forgotten: the platform has
+        recovered."""
         with self._lock:
             self._faults.clear()
 
@@ -641,6 +675,8 @@ class FakeLine:
             answer = self._route(call, raw)
         if fault is not None:
             answer.delay = fault.delay
+            if fault.kind == "trickle":
+                answer.trickle = (fault.piece, fault.every)
         return answer
 
     def _route(self, call: Call, raw: bytes) -> _Answer:
