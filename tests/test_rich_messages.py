@@ -215,6 +215,14 @@ def test_content_that_is_gone_becomes_a_readable_note(line, livechat, drain, sta
     assert row.status == Message.Status.SENT and row.attempts == 1
 
 
+def test_a_file_that_is_gone_is_still_named_to_the_agent(line, livechat, drain):
+    # The agent cannot open it, but can ask the user for "file.txt" by its name.
+    event = documented("doc_07_message-file.json")  # LINE has no content for it (404)
+    line.post_events([event])
+    drain()
+    assert texts(agent_sees(livechat)) == ["[file] file.txt (no longer available on LINE)"]
+
+
 def test_a_download_cut_off_midway_is_tried_again(line, livechat, drain):
     # A dropped connection says nothing about the content: it is fetched again, not reported
     # to the agent as gone.
