@@ -4,9 +4,11 @@ hears still goes in the order the agent said it, and a late webhook does not und
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from sessions_app import delivery
 from sessions_app.models import ChatSession, InboundEvent, Message
@@ -170,6 +172,27 @@ def test_a_greeting_that_outruns_the_start_of_the_chat_reaches_the_user(line, li
     drain()
     assert line.texts_for(USER) == ["Welcome! How can I help?"]
     assert InboundEvent.objects.get(event_type="incoming_event").outcome == "relayed"
+
+
+def test_a_greeting_in_a_chat_whose_start_answer_was_lost_reaches_the_user(
+    line, livechat, drain, settings
+):
+    # LiveChat started the chat but its answer never came: the bot's greeting is parked until
+    # the retry finds the chat (by custom_id), and then reaches the user.
+    line.profiles[USER] = {"displayName": "Hanako", "userId": USER, "language": "en"}
+    settings.VENDOR_TIMEOUT = (1.0, 0.3)
+    livechat.slow("start_chat", 1.0)
+    line.post_events([text_event(USER, "hi")])
+    delivery.run_once()
+    (chat,) = livechat.chats.values()
+    livechat.agent_says(chat["id"], "Welcome! How can I help?")
+    assert InboundEvent.objects.get(event_type="incoming_event").outcome == "unknown chat"
+    time.sleep(1.0)  # let the slow answer finish on the fake's side
+    Message.objects.filter(status=Message.Status.PENDING).update(next_attempt_at=timezone.now())
+    drain()
+    assert line.texts_for(USER) == ["Welcome! How can I help?"]
+    assert InboundEvent.objects.get(event_type="incoming_event").outcome == "relayed"
+    assert len(livechat.calls_to("start_chat")) == 1
 
 
 def test_a_greeting_before_the_chat_started_webhook_follows_its_notice(line, livechat, drain):
