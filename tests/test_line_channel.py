@@ -251,6 +251,28 @@ def test_group_room_and_standby_events_are_recorded_not_relayed(line, livechat, 
     assert outcomes == {"ignored: group source", "ignored: standby"}
 
 
+def test_a_message_in_a_multi_person_chat_is_recorded_not_relayed(line, livechat, drain):
+    # A room (LINE's older multi-person chat) carries the speaker's userId, like a group: what
+    # they say there is not a 1:1 conversation with the account.
+    room = text_event(USER, "in a room", source={"type": "room", "roomId": "R" + "0" * 32})
+    assert line.post_events([room])[0] == 200
+    drain()
+    assert not Message.objects.exists() and not livechat.calls
+    assert InboundEvent.objects.get().outcome == "ignored: room source"
+
+
+def test_a_delivery_of_more_events_than_one_intake_still_goes_in_timestamp_order(
+    line, livechat, drain
+):
+    # The worker takes the inbox ten events at a time, oldest stored first: a delivery's events
+    # must be stored in the order they happened, or its earliest would be applied last.
+    now = int(time.time() * 1000)
+    events = [text_event(USER, f"m{n:02}", timestamp=now + n) for n in range(12)]
+    assert line.post_events(events[::-1])[0] == 200
+    drain()
+    assert chat_texts(livechat, session_of()) == [f"m{n:02}" for n in range(12)]
+
+
 def test_webhook_answers_fast_while_livechat_is_slow(line, livechat, drain):
     livechat.slow("*", 3.0, times=10)
     started = time.monotonic()
@@ -501,6 +523,20 @@ def test_livechat_down_then_back_every_message_arrives_once_in_order(line, livec
         line.post_events([text_event(USER, f"question {n}")])
     drain()
     assert chat_texts(livechat, session_of()) == [f"question {n}" for n in range(3)]
+
+
+def test_a_first_message_whose_chat_start_went_unanswered_still_reaches_the_agent(
+    line, livechat, drain, settings
+):
+    # LiveChat started nothing and its answer never came: the retry finds no chat of the
+    # user's, so it starts one; the message is not taken as delivered.
+    settings.VENDOR_TIMEOUT = (1.0, 0.3)
+    livechat.fail("start_chat", delay=1.0)
+    line.post_events([text_event(USER, "hello?")])
+    drain()
+    time.sleep(1.0)  # let the slow answer finish on the fake's side
+    assert chat_texts(livechat, session_of()) == ["hello?"]
+    assert Message.objects.get(body="hello?").livechat_event_id
 
 
 def test_worker_killed_mid_push_delivers_once_after_restart(line, livechat, drain, worker_process):
