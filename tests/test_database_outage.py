@@ -8,7 +8,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -39,6 +39,25 @@ def user_texts(livechat, line_id: str) -> list[str]:
         for e in events
         if e["type"] == "message" and e["author_id"] == session.customer_id
     ]
+
+
+def all_at_once(calls: dict[str, Callable[[], object]], wait: float) -> dict[str, tuple]:
+    """Each call's answer (or exception) and the seconds it took, the calls made in parallel."""
+    answers: dict[str, tuple] = {}
+
+    def call(name: str, do: Callable[[], object]) -> None:
+        started = time.monotonic()
+        try:
+            answers[name] = (do(), time.monotonic() - started)
+        except Exception as exc:  # the assertions show it
+            answers[name] = (exc, time.monotonic() - started)
+
+    threads = [threading.Thread(target=call, args=item) for item in calls.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(wait)
+    return answers
 
 
 def webhook_statuses(livechat, envelope: dict) -> list[int | None]:
@@ -146,26 +165,15 @@ def test_postgres_away_then_back_every_caller_retries_and_each_message_arrives_o
 
     proxy.down()  # every connection the web process had is cut; new ones are refused
     went_down = time.monotonic()
-    answers: dict[str, object] = {}
-
-    def call(name: str, do) -> None:
-        started = time.monotonic()
-        try:
-            answers[name] = (do(), time.monotonic() - started)
-        except Exception as exc:  # the assertions below show it
-            answers[name] = (exc, time.monotonic() - started)
-
-    calls = {
-        "send": lambda: api.post("/send", {"line_id": "U1", "message": "sent in the outage"}),
-        "line": lambda: line.post_events([from_line])[0],
-        "livechat": lambda: livechat.agent_says(chat_id, "answered during the outage"),
-        "healthz": lambda: requests.get(f"{url}/healthz", timeout=15).status_code,
-    }
-    threads = [threading.Thread(target=call, args=item) for item in calls.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    answers = all_at_once(
+        {
+            "send": lambda: api.post("/send", {"line_id": "U1", "message": "sent in the outage"}),
+            "line": lambda: line.post_events([from_line])[0],
+            "livechat": lambda: livechat.agent_says(chat_id, "answered during the outage"),
+            "healthz": lambda: requests.get(f"{url}/healthz", timeout=15).status_code,
+        },
+        wait=30,
+    )
     # Away for 8 s: the pool's own retries (after 1, 2, 4, 8 s) would next try at 15 s.
     time.sleep(max(0.0, 8 - (time.monotonic() - went_down)))
     proxy.up()
@@ -289,25 +297,14 @@ def test_postgres_cut_off_without_a_word_frees_every_caller_in_seconds_not_minut
     from_line = text_event(USER, "written while cut off")
 
     link.cut()
-    answers: dict[str, tuple[object, float]] = {}
-
-    def call(name: str, do) -> None:
-        started = time.monotonic()
-        try:
-            answers[name] = (do(), time.monotonic() - started)
-        except Exception as exc:  # the assertions below show it
-            answers[name] = (exc, time.monotonic() - started)
-
-    calls = {
-        "send": lambda: api.post("/send", {"line_id": "U1", "message": "sent while cut off"}),
-        "line": lambda: line.post_events([from_line])[0],
-        "livechat": lambda: livechat.agent_says(chat_id, "answered while cut off"),
-    }
-    threads = [threading.Thread(target=call, args=item) for item in calls.items()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(40)
+    answers = all_at_once(
+        {
+            "send": lambda: api.post("/send", {"line_id": "U1", "message": "sent while cut off"}),
+            "line": lambda: line.post_events([from_line])[0],
+            "livechat": lambda: livechat.agent_says(chat_id, "answered while cut off"),
+        },
+        wait=40,
+    )
     link.mend()
 
     sent, send_took = answers["send"]
