@@ -605,6 +605,31 @@ def test_unsend_after_delivery_removes_it_on_livechat(line, livechat, drain):
     assert chat_texts(livechat, session_of()) == ["keep"]
 
 
+def test_an_unsend_after_a_resume_whose_answer_was_lost_removes_it_from_the_new_thread(
+    line, livechat, drain, settings
+):
+    # LiveChat resumed the ended chat with the message, but its answer came too late: the retry
+    # finds the message in the new thread, and the unsend must look for it there.
+    line.post_events([text_event(USER, "first")])
+    drain()
+    session = session_of()
+    livechat.agent_ends_chat(session.chat_id)
+    settings.VENDOR_TIMEOUT = (1.0, 0.3)
+    livechat.slow("resume_chat", 1.0)
+    oops = text_event(USER, "oops")
+    line.post_events([oops])
+    drain()
+    time.sleep(1.0)  # let the slow answer finish on the fake's side
+    assert len(livechat.calls_to("resume_chat")) == 1
+    threads = livechat.chats[session.chat_id]["threads"]
+    assert [e["text"] for e in threads[-1]["events"] if e["type"] == "message"] == ["oops"]
+
+    line.post_events([unsend_event(USER, oops["message"]["id"])])
+    drain()
+    assert not [e for e in threads[-1]["events"] if e["type"] == "message"]
+    assert session_of().thread_id == threads[-1]["id"]
+
+
 def test_unsend_while_the_message_is_being_sent_removes_it_once_sent(line, livechat, drain):
     line.post_events([text_event(USER, "hi")])
     drain()
