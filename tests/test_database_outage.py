@@ -41,6 +41,16 @@ def user_texts(livechat, line_id: str) -> list[str]:
     ]
 
 
+def bridge_on(database_url: str, line, livechat, web_process) -> tuple[str, BridgeAPI, str]:
+    """The bridge under gunicorn on `database_url`, both fakes' webhooks pointed at it, and the
+    JSON API's user U1 in a chat: (its URL, a client of its JSON API, U1's chat id)."""
+    url = web_process(WEB_CONCURRENCY="1", GUNICORN_THREADS="8", DATABASE_URL=database_url)
+    line.webhook_url, livechat.webhook_url = f"{url}/line/webhook", f"{url}/livechat/webhook"
+    api = BridgeAPI(url)
+    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
+    return url, api, ChatSession.objects.get(line_id="U1").chat_id
+
+
 def all_at_once(calls: dict[str, Callable[[], object]], wait: float) -> dict[str, tuple]:
     """Each call's answer (or exception) and the seconds it took, the calls made in parallel."""
     answers: dict[str, tuple] = {}
@@ -156,11 +166,7 @@ def test_postgres_away_then_back_every_caller_retries_and_each_message_arrives_o
     line, livechat, drain, web_process, postgres_proxy
 ):
     proxy, database_url = postgres_proxy
-    url = web_process(WEB_CONCURRENCY="1", GUNICORN_THREADS="8", DATABASE_URL=database_url)
-    line.webhook_url, livechat.webhook_url = f"{url}/line/webhook", f"{url}/livechat/webhook"
-    api = BridgeAPI(url)
-    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
-    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+    url, api, chat_id = bridge_on(database_url, line, livechat, web_process)
     from_line = text_event(USER, "written during the outage")
 
     proxy.down()  # every connection the web process had is cut; new ones are refused
@@ -288,12 +294,8 @@ def test_postgres_cut_off_without_a_word_frees_every_caller_in_seconds_not_minut
     # A failover whose old server vanished: open connections hear nothing, and TCP alone would
     # resend for ~15 minutes while every thread that had a query in flight waited with it.
     link, database_url = postgres_link
-    url = web_process(WEB_CONCURRENCY="1", GUNICORN_THREADS="8", DATABASE_URL=database_url)
-    line.webhook_url, livechat.webhook_url = f"{url}/line/webhook", f"{url}/livechat/webhook"
-    api = BridgeAPI(url)
-    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
+    url, api, chat_id = bridge_on(database_url, line, livechat, web_process)
     assert line.post_events([text_event(USER, "before")])[0] == 200  # the inbox's connection
-    chat_id = ChatSession.objects.get(line_id="U1").chat_id
     from_line = text_event(USER, "written while cut off")
 
     link.cut()

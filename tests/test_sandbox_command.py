@@ -9,13 +9,8 @@ import sys
 
 import pytest
 
+from sandbox.management.commands.sandbox import free_port
 from tests.conftest import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("option", ["--port", "--bridge-port"])
