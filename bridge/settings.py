@@ -164,6 +164,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # each thread with a query in flight waits with it. A server that is only slow still
     # acknowledges at once, so a long query is not cut short. The LINE inbox gives up after 2 s.
     DATABASES["default"]["OPTIONS"].setdefault("tcp_user_timeout", 5000)
+    # And once a query is acknowledged, nothing of ours is unacknowledged while the server works
+    # on it: only a keepalive tells a server that vanished meanwhile from one still at work, and
+    # the system's default sends the first after two hours. Here, after 5 s of silence, then
+    # every second; one unanswered for tcp_user_timeout ends the connection.
+    DATABASES["default"]["OPTIONS"].setdefault("keepalives_idle", 5)
+    DATABASES["default"]["OPTIONS"].setdefault("keepalives_interval", 1)
 
 # Postgres: each process takes Django's connections from a pool of at most this many, shared by
 # its threads, instead of one persistent connection per thread. Threads are sized for long polls

@@ -51,6 +51,8 @@ NewEvent = tuple[str, str, dict[str, Any]]
 INSERT_CHUNK = 100
 # How often a write waiting for SQLite's lock tries again.
 LOCK_POLL_SECONDS = 0.001
+# A write on a connection that failed within this many seconds is made again on a new one.
+RETRY_WITHIN = 0.5
 _COLUMNS = ("source", "event_id", "event_type", "payload", "outcome", "received_at")
 
 
@@ -93,13 +95,16 @@ class InboxConnection:
         """Insert `rows` (any already stored are skipped), committed when this returns."""
         wrapper = self._connection()
         was_open = wrapper.connection is not None
+        started = time.monotonic()
         try:
             self._insert_when_unlocked(wrapper, rows)
         except (OperationalError, InterfaceError):
             # A connection that worked before may have been dropped since (a database restart, a
             # failover): say so only once a new one has failed too. A refusal on a live connection
-            # (SQLite still locked at the deadline) is not tried again: LINE will redeliver.
-            if not was_open or wrapper.is_usable():
+            # (SQLite still locked at the deadline) is not tried again: LINE will redeliver. Nor
+            # is a write that took its time to fail (a server that vanished): LINE, which waits
+            # 2 s, has given up on this answer, and the webhooks queued behind it would wait on.
+            if not was_open or wrapper.is_usable() or time.monotonic() - started > RETRY_WITHIN:
                 raise
             wrapper.close()
             self._insert_when_unlocked(wrapper, rows)
@@ -138,8 +143,11 @@ class InboxConnection:
                     "prepare_threshold": None,
                     # libpq's least: LINE has stopped waiting by then, and the thread is free.
                     "connect_timeout": 2,
-                    # And a server that vanished mid-write (settings.py) is given up as soon.
+                    # And a server that vanished mid-write (settings.py) is given up as soon,
+                    # or while at work on the write, after 1 s of silence and 2 s of probes.
                     "tcp_user_timeout": 2000,
+                    "keepalives_idle": 1,
+                    "keepalives_interval": 1,
                 }
             backend = load_backend(settings_dict["ENGINE"])
             wrapper = backend.DatabaseWrapper(settings_dict, self.alias)

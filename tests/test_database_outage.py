@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import pytest
 import requests
 from django.db import connection, transaction
+from django.db.models import Model
 
 from sessions_app.models import ChatSession, InboundEvent, Message
 from tests.conftest import BridgeAPI, wait_until
@@ -104,14 +105,42 @@ def postgres_link() -> Iterator[tuple[NetworkLink, str]]:
 
 
 @contextmanager
-def sessions_locked() -> Iterator[None]:
-    """Sessions can be read but not written until the block ends (a worker or request with a
-    `lock_timeout` gets OperationalError)."""
-    table = connection.ops.quote_name(ChatSession._meta.db_table)
+def locked(model: type[Model] = ChatSession, mode: str = "EXCLUSIVE") -> Iterator[None]:
+    """`model`'s table can be read but not written until the block ends (a worker or request with
+    a `lock_timeout` gets OperationalError); in ACCESS EXCLUSIVE mode, not even read."""
+    table = connection.ops.quote_name(model._meta.db_table)
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+            cursor.execute(f"LOCK TABLE {table} IN {mode} MODE")
         yield
+
+
+def waiting_for_a_lock() -> int:
+    """How many other connections are waiting for a lock (asked from within a transaction)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # else read once per transaction
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def cut_off_while_the_server_works(
+    link: NetworkLink, model: type[Model], calls: dict[str, Callable[[], object]]
+) -> dict[str, tuple]:
+    """What `calls` answered (see `all_at_once`) when the link was cut while the server was at
+    work on their query: acknowledged, and waiting for a lock on `model`'s table."""
+    answers: dict[str, tuple] = {}
+    with locked(model, "ACCESS EXCLUSIVE"):
+        calling = threading.Thread(target=lambda: answers.update(all_at_once(calls, wait=40)))
+        calling.start()
+        wait_until(lambda: waiting_for_a_lock() == 1, 10)
+        time.sleep(0.5)  # past TCP's delayed acknowledgement (200 ms at most)
+        link.cut()
+        calling.join(45)
+    link.mend()
+    return answers
 
 
 @pytest.fixture
@@ -223,7 +252,7 @@ def test_a_send_the_database_interrupts_is_retried_and_reaches_livechat_once(
     livechat.agent_ends_chat(session.chat_id)
     assert api.call("/send", {"line_id": "U1", "message": "back again"})["type"] == "send"
     message = Message.objects.get(body="back again")
-    with sessions_locked():
+    with locked():
         # The worker's record of the resumed chat's new thread, after LiveChat has the message,
         # fails once its lock wait runs out.
         worker_process(PGOPTIONS="-c lock_timeout=300")
@@ -252,7 +281,7 @@ def test_an_init_interrupted_after_livechat_started_the_chat_is_retried_into_tha
     opening = threading.Thread(target=lambda: answers.append(api.post("/init", {"line_id": "U1"})))
     opening.start()
     wait_until(lambda: livechat.calls_to("start_chat"))
-    with sessions_locked():
+    with locked():
         # LiveChat is starting the chat; the bridge's record of it will wait 300 ms, then fail.
         opening.join(15)
     (interrupted,) = answers
@@ -313,7 +342,7 @@ def test_postgres_cut_off_without_a_word_frees_every_caller_in_seconds_not_minut
     assert (sent.status_code, sent.json()) == (503, UNAVAILABLE), sent
     assert send_took < 8, send_took  # the pool's 5 s wait for a connection, then the answer
     line_status, line_took = answers["line"]
-    assert line_status == 503 and line_took < 5, answers["line"]  # LINE will redeliver
+    assert line_status == 503 and line_took < 3, answers["line"]  # LINE will redeliver
     from_agent, webhook_took = answers["livechat"]
     assert webhook_statuses(livechat, from_agent) == [503]
     assert webhook_took < 8, webhook_took  # LiveChat waits ~10 s, then sends it again
@@ -330,3 +359,47 @@ def test_postgres_cut_off_without_a_word_frees_every_caller_in_seconds_not_minut
     drain()
     assert user_texts(livechat, "U1") == ["sent while cut off"]
     assert user_texts(livechat, USER) == ["before", "written while cut off"]
+
+
+@postgres_only
+def test_postgres_cut_off_while_at_work_on_a_query_frees_the_caller_in_seconds_not_hours(
+    line, livechat, drain, web_process, postgres_link
+):
+    # The server had acknowledged the query and was still at work on it when its host vanished.
+    # Nothing of ours is then unacknowledged, so tcp_user_timeout never starts: only keepalives
+    # can tell, and the system's default sends the first one after two hours of silence.
+    link, database_url = postgres_link
+    url, api, _ = bridge_on(database_url, line, livechat, web_process)
+    assert line.post_events([text_event(USER, "before")])[0] == 200  # the inbox's connection
+    first, second = text_event(USER, "in flight 1"), text_event(USER, "in flight 2")
+
+    answers = cut_off_while_the_server_works(
+        link,
+        ChatSession,
+        {"send": lambda: api.post("/send", {"line_id": "U1", "message": "in flight"})},
+    )
+    (sent, send_took) = answers["send"]
+    assert isinstance(sent, requests.Response), f"{sent!r} after {send_took:.1f} s"
+    assert (sent.status_code, sent.json()) == (503, UNAVAILABLE), sent
+    assert send_took < 12, send_took  # 5 s of silence, then 5 s without an answer
+    # The inbox's writer, and the webhooks queued behind its write: the whole LINE webhook.
+    answers = cut_off_while_the_server_works(
+        link,
+        InboundEvent,
+        {
+            "first": lambda: line.post_events([first])[0],
+            "second": lambda: line.post_events([second])[0],
+        },
+    )
+    assert [answers[n][0] for n in ("first", "second")] == [503, 503], answers
+    # The write at work: 1 s of silence, then 2 s of probes. What queued behind it is written on
+    # a new connection, whose attempt gives up after 2 s.
+    assert max(took for _, took in answers.values()) < 8, answers
+    assert not Message.objects.filter(body__startswith="in flight").exists()
+
+    wait_until(lambda: requests.get(f"{url}/healthz", timeout=5).status_code == 200, 20)
+    assert api.call("/send", {"line_id": "U1", "message": "in flight"})["type"] == "send"
+    assert line.post_events([redelivered(first), redelivered(second)])[0] == 200
+    drain()
+    assert user_texts(livechat, "U1") == ["in flight"]
+    assert user_texts(livechat, USER) == ["before", "in flight 1", "in flight 2"]
