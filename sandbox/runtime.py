@@ -24,16 +24,35 @@ class Sandbox:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def user_transcript(self) -> list[dict[str, Any]]:
+        """The screen, each of the user's messages with `read` when LINE shows it as read: it,
+        or one the user sent after it, was marked read."""
         with self.lock:
             received = list(self.line.received.get(USER_ID, []))
             for message in received[self.seen_deliveries :]:
                 self.transcript.append({"from": "bridge", "at": time.time(), **message})
             self.seen_deliveries = len(received)
-            return list(self.transcript)
+            marked = {
+                call.body["markAsReadToken"]
+                for call in self.line.calls_to("/v2/bot/chat/markAsRead")
+                if call.status == 200
+            }
+            read_up_to = max(
+                (i for i, m in enumerate(self.transcript) if m.get("read_token") in marked),
+                default=-1,
+            )
+            return [
+                {
+                    **{k: v for k, v in m.items() if k != "read_token"},
+                    "read": m["from"] == "user" and i <= read_up_to,
+                }
+                for i, m in enumerate(self.transcript)
+            ]
 
-    def user_sent(self, message: dict[str, Any]) -> None:
+    def user_sent(self, message: dict[str, Any], *, read_token: str = "") -> None:
         with self.lock:
-            self.transcript.append({"from": "user", "at": time.time(), **message})
+            self.transcript.append(
+                {"from": "user", "at": time.time(), "read_token": read_token, **message}
+            )
 
 
 current: Sandbox | None = None

@@ -165,15 +165,15 @@ def user_says(request: HttpRequest) -> JsonResponse:
         shown = {"type": "image", "text": "(image)"}
     else:
         return JsonResponse({"error": f"unknown kind {kind!r}"}, status=400)
-    sandbox.user_sent(shown)
+    sandbox.user_sent(shown, read_token=event["message"].get("markAsReadToken", ""))
     status, answer = sandbox.line.post_events([event])
     return JsonResponse({"bridge_status": status, "bridge_answer": answer.decode(errors="replace")})
 
 
 @require_POST
 def agent_acts(request: HttpRequest) -> JsonResponse:
-    """The agent answers, sends an image, joins or ends the chat, in the LiveChat stand-in,
-    which posts the matching webhook to the bridge."""
+    """The agent answers, sends an image, joins, sees or ends the chat, in the LiveChat
+    stand-in, which posts the matching webhook to the bridge."""
     sandbox = _sandbox()
     data = _body(request)
     chat_id = str(data.get("chat_id", ""))
@@ -196,6 +196,8 @@ def agent_acts(request: HttpRequest) -> JsonResponse:
             )
         elif action == "join":
             envelope = sandbox.livechat.agent_joins(chat_id)
+        elif action == "seen":
+            envelope = sandbox.livechat.agent_sees(chat_id)
         elif action == "end":
             envelope = sandbox.livechat.agent_ends_chat(chat_id)
         else:

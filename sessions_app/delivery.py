@@ -46,6 +46,7 @@ class Channel:
 CHANNELS: dict[str, Channel] = {
     Route.LIVECHAT: Channel(send=lambda rows: relay.deliver_to_agent(rows[0])),
     Route.LINE_PUSH: Channel(send=relay.deliver_to_user, batch_size=5, select=relay.push_batch),
+    Route.LINE_READ: Channel(send=relay.deliver_read_mark, batch_size=10, select=list),
 }
 
 WORKER_ROUTES = tuple(CHANNELS)
@@ -143,6 +144,7 @@ def deliver(rows: Sequence[Message], token: str) -> None:
         logger.exception("choosing a batch failed message=%s", rows[0].pk)
         batch = list(rows[:1])
     _release([row for row in rows if row not in batch], token)
+    attempted_at = timezone.now()
     try:
         channel.send(batch)
     except DeliveryError as exc:
@@ -159,6 +161,7 @@ def deliver(rows: Sequence[Message], token: str) -> None:
             Message.objects.filter(pk=row.pk, lease_token=token).update(
                 status=Status.SENT,
                 sent_at=now,
+                attempted_at=attempted_at,
                 leased_until=None,
                 lease_token="",
                 uncertain=False,

@@ -77,6 +77,8 @@ class Message(models.Model):
     class Route(models.TextChoices):
         LIVECHAT = "livechat", "LiveChat"
         LINE_PUSH = "line_push", "LINE push"
+        # Apart from the pushes: a read mark waiting for LINE never holds up an agent's answer.
+        LINE_READ = "line_read", "LINE read mark"
         API_PULL = "api_pull", "/messages pull"
 
     class Kind(models.TextChoices):
@@ -92,6 +94,7 @@ class Message(models.Model):
         END = "end", "end of chat"
         CLOSE = "close", "close the chat (action)"
         UNSEND = "unsend", "remove a message (action)"
+        READ = "read", "show the user's messages as read (action)"
 
     class Status(models.TextChoices):
         PENDING = "pending", "waiting to be delivered"
@@ -129,6 +132,9 @@ class Message(models.Model):
 
     created_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # When the attempt that delivered it began: the vendor had it no earlier. (What LiveChat
+    # says an agent has seen is a time by LiveChat's clock.)
+    attempted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

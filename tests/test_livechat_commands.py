@@ -28,6 +28,7 @@ ACTIONS = {
     "incoming_chat",
     "user_added_to_chat",
     "chat_transferred",
+    "events_marked_as_seen",
 }
 
 
@@ -247,7 +248,7 @@ def test_register_twice_registers_each_webhook_once(livechat, pat):
     first = run("livechat_webhooks", "register", "--url", BRIDGE_URL)
     second = run("livechat_webhooks", "register", "--url", BRIDGE_URL)
 
-    assert len(livechat.webhooks) == 5
+    assert len(livechat.webhooks) == len(ACTIONS)
     assert {w["action"] for w in livechat.webhooks.values()} == ACTIONS
     for webhook in livechat.webhooks.values():
         assert webhook["url"] == WEBHOOK_URL
@@ -256,9 +257,9 @@ def test_register_twice_registers_each_webhook_once(livechat, pat):
         assert webhook["type"] == "license"
         expected = {"author_type": "agent"} if webhook["action"] == "incoming_event" else {}
         assert webhook["filters"] == expected
-    assert first.count("registered (") == 5
-    assert second.count("already registered") == 5
-    assert len(livechat.calls_to("register_webhook")) == 5
+    assert first.count("registered (") == len(ACTIONS)
+    assert second.count("already registered") == len(ACTIONS)
+    assert len(livechat.calls_to("register_webhook")) == len(ACTIONS)
     assert "only while the app is installed" in first
     for call in livechat.calls_to("configuration/register_webhook"):
         assert call.headers["authorization"] == basic(ACCOUNT_ID, PAT)
@@ -276,7 +277,7 @@ def test_register_without_a_pat_uses_the_agent_oauth_token(livechat, settings):
 
     run("livechat_webhooks", "register", "--url", BRIDGE_URL)
 
-    assert len(livechat.webhooks) == 5
+    assert len(livechat.webhooks) == len(ACTIONS)
     access_token = LiveChatCredential.objects.get().access_token
     for call in livechat.calls_to("configuration/register_webhook"):
         assert call.headers["authorization"] == f"Bearer {access_token}"
@@ -289,8 +290,8 @@ def test_register_replaces_a_webhook_with_an_old_secret(livechat, pat, settings)
 
     output = run("livechat_webhooks", "register", "--url", BRIDGE_URL)
 
-    assert output.count("removed outdated") == 5
-    assert len(livechat.webhooks) == 5
+    assert output.count("removed outdated") == len(ACTIONS)
+    assert len(livechat.webhooks) == len(ACTIONS)
     assert {w["secret_key"] for w in livechat.webhooks.values()} == {"new-secret"}
 
 
@@ -299,7 +300,7 @@ def test_register_leaves_other_urls_alone(livechat, pat):
 
     run("livechat_webhooks", "register", "--url", BRIDGE_URL)
 
-    assert len(livechat.webhooks) == 10
+    assert len(livechat.webhooks) == 2 * len(ACTIONS)
 
 
 def test_register_needs_the_webhook_secret(livechat, pat, settings):
@@ -351,7 +352,7 @@ def test_remove_by_id_and_all(livechat, pat):
 
     output = run("livechat_webhooks", "remove", "--all")
 
-    assert output.count("removed ") == 3
+    assert output.count("removed ") == len(ACTIONS) - 2
     assert livechat.webhooks == {}
 
 
@@ -363,7 +364,7 @@ def test_remove_an_unknown_id(livechat, pat):
 
     assert "no-such-id: no such webhook" in message
     assert known not in livechat.webhooks  # the others are still removed
-    assert len(livechat.webhooks) == 4
+    assert len(livechat.webhooks) == len(ACTIONS) - 1
 
 
 def test_remove_needs_ids_or_all(livechat, pat):

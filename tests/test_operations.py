@@ -218,10 +218,10 @@ def test_healthz_reports_credentials_configuration_and_outbox(client, settings, 
     assert livechat["credentials"] == "access_token" and livechat["usable"] is True
     assert 3500 < livechat["access_token_expires_in"] <= 3600
     outbox = body["outbox"]
-    assert outbox["pending"] == {"livechat": 2, "line_push": 0, "api_pull": 0}
+    assert outbox["pending"] == {"livechat": 2, "line_push": 0, "line_read": 0, "api_pull": 0}
     assert 119 <= outbox["oldest_pending_seconds"]["livechat"] <= 125
     assert outbox["oldest_pending_seconds"]["line_push"] is None
-    assert outbox["failed"] == {"livechat": 1, "line_push": 1, "api_pull": 0}
+    assert outbox["failed"] == {"livechat": 1, "line_push": 1, "line_read": 0, "api_pull": 0}
     assert outbox["failed_total"] == 2
     assert body["inbox"] == {"pending": 0, "oldest_pending_seconds": None}
     assert "dal:access" not in response.content.decode()

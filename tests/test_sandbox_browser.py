@@ -113,6 +113,10 @@ def test_round_trip_in_the_browser(sandbox, capsys):
             expect(page.locator("#agent-log")).to_contain_text(
                 "Hello, I need help with my order", timeout=20_000
             )
+            # The agent has seen it: the user's message shows as read in LINE.
+            expect(page.locator("#user-log .mine[data-read]")).to_have_count(0)
+            page.click("#agent-seen")
+            expect(page.locator("#user-log .mine[data-read]")).to_have_count(1, timeout=20_000)
             page.fill("#agent-text", "Hi! I'm looking into it now.")
             page.click("#agent-send")
             expect(page.locator("#user-log")).to_contain_text(

@@ -17,6 +17,7 @@ from linebot.v3.messaging import (
     ApiClient,
     ApiException,
     Configuration,
+    MarkMessagesAsReadByTokenRequest,
     MessagingApi,
     PushMessageRequest,
     ReplyMessageRequest,
@@ -167,6 +168,19 @@ def reply(reply_token: str, messages: list[dict[str, Any]]) -> None:
     release_connection()
     try:
         messaging_api().reply_message_with_http_info(request, _request_timeout=request_timeout())
+    except Exception as exc:
+        raise_line_error(exc)
+        raise
+
+
+def mark_as_read(mark_as_read_token: str) -> None:
+    """Show the user's message that carried this token, and every one before it, as read."""
+    request = MarkMessagesAsReadByTokenRequest(mark_as_read_token=mark_as_read_token)
+    release_connection()
+    try:
+        messaging_api().mark_messages_as_read_by_token_with_http_info(
+            request, _request_timeout=request_timeout()
+        )
     except Exception as exc:
         raise_line_error(exc)
         raise

@@ -24,7 +24,7 @@ class LiveChatEvent:
     """One webhook, normalised.
 
     kind is one of: message, file, system_message, chat_deactivated, incoming_chat, agent_added,
-    chat_transferred, legacy_chat_started, legacy_chat_ended, legacy_ticket_created, other."""
+    chat_transferred, seen, legacy_chat_started, legacy_chat_ended, legacy_ticket_created, other."""
 
     kind: str
     action: str
@@ -42,7 +42,8 @@ class LiveChatEvent:
     agent_name: str = ""
     customer_ids: tuple[str, ...] = ()
     queue_position: int | None = None
-    said_at: datetime | None = None  # an incoming_event's `created_at`
+    # An incoming_event's `created_at`; for events_marked_as_seen, `seen_up_to`.
+    said_at: datetime | None = None
     file: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -176,6 +177,14 @@ def _parse_v36(body: dict[str, Any]) -> LiveChatEvent:
             chat_id=str(payload.get("chat_id", "")),
             thread_id=str(payload.get("thread_id", "")),
             queue_position=_queue_position(payload.get("queue")),
+        )
+    if action == "events_marked_as_seen":
+        return LiveChatEvent(
+            kind="seen",
+            **common,
+            chat_id=str(payload.get("chat_id", "")),
+            author_id=str(payload.get("user_id", "")),
+            said_at=_datetime(payload.get("seen_up_to")),
         )
     return LiveChatEvent(kind="other", **common, chat_id=str(payload.get("chat_id", "")))
 

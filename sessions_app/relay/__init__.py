@@ -10,7 +10,7 @@ functions (cheap, local, inside one transaction); the delivery worker calls `app
 """
 
 from .chats import user_open_chat
-from .line_delivery import deliver_to_user, push_batch
+from .line_delivery import deliver_read_mark, deliver_to_user, push_batch
 from .line_events import apply_line_inbox
 from .livechat_delivery import deliver_to_agent
 from .livechat_events import agent_event, apply_parked_livechat_events
@@ -29,6 +29,7 @@ __all__ = [
     "agent_event",
     "apply_line_inbox",
     "apply_parked_livechat_events",
+    "deliver_read_mark",
     "deliver_to_agent",
     "deliver_to_user",
     "pull_next",

@@ -98,3 +98,9 @@ def deliver_to_user(batch: Sequence[Message]) -> None:
         ids = [message_id for _, message_id in zip(row_messages, sent, strict=False)]
         if ids:
             row.line_message_id = ids[0]
+
+
+def deliver_read_mark(batch: Sequence[Message]) -> None:
+    """Show the user's messages as read in LINE. The newest mark covers the older ones queued
+    with it (each up to an earlier message), so one call carries them all."""
+    line_client.mark_as_read(batch[-1].payload["markAsReadToken"])

@@ -98,6 +98,8 @@ def _apply(event: LiveChatEvent) -> str:
             session.state = State.WITH_AGENT
             session.save(update_fields=["state", "updated_at"])
         return "relayed"
+    if event.kind == "seen":
+        return _agent_saw(session, event)
     if event.kind == "chat_deactivated":
         if event.thread_id and session.thread_id and event.thread_id != session.thread_id:
             return OTHER_THREAD_END
@@ -133,6 +135,41 @@ def _apply(event: LiveChatEvent) -> str:
             notice(session, "transferred")
         return "transferred"
     return "ignored"
+
+
+def _agent_saw(session: ChatSession, event: LiveChatEvent) -> str:
+    """The agent has seen the chat up to `seen_up_to`: LINE is to show the user's messages as
+    read up to the newest of them that LiveChat had by then. Its `created_at` is not known here,
+    only that it came after its delivery began (by our clock, which is taken to agree with
+    LiveChat's within the time a request takes to reach it)."""
+    if event.author_id == session.customer_id:
+        return "own event"
+    if session.route_to_user != Message.Route.LINE_PUSH or event.said_at is None:
+        return "recorded"
+    seen = session.messages.filter(
+        direction=Message.Direction.TO_AGENT,
+        status=Message.Status.SENT,
+        attempted_at__lte=event.said_at,
+        payload__line_message__has_key="markAsReadToken",
+    )
+    marked = session.messages.filter(kind=Kind.READ).order_by("-id").first()
+    if marked is not None:
+        # A read mark covers every earlier message too: only a later one needs another.
+        seen = seen.filter(id__gt=marked.payload["message_id"])
+    newest = seen.order_by("-id").first()
+    if newest is None:
+        return "nothing new seen"
+    Message.objects.create(
+        session=session,
+        direction=Message.Direction.TO_USER,
+        route=Message.Route.LINE_READ,
+        kind=Kind.READ,
+        payload={
+            "markAsReadToken": newest.payload["line_message"]["markAsReadToken"],
+            "message_id": newest.pk,
+        },
+    )
+    return "marked read"
 
 
 def _chat_started(session: ChatSession, event: LiveChatEvent) -> str:

@@ -155,7 +155,13 @@ def base_event(
 
 def text_event(user_id: str, text: str, **overrides: Any) -> dict[str, Any]:
     """A documented text message event; `overrides` merge in (nested dicts too, None deletes)."""
-    message = {"id": _new_message_id(), "type": "text", "quoteToken": _new_token(), "text": text}
+    message = {
+        "id": _new_message_id(),
+        "type": "text",
+        "quoteToken": _new_token(),
+        "markAsReadToken": _new_token(),
+        "text": text,
+    }
     return _merge(base_event("message", user_id, message=message), overrides)
 
 
@@ -165,6 +171,7 @@ def image_event(user_id: str, message_id: str | None = None, **overrides: Any) -
         "id": message_id or _new_message_id(),
         "type": "image",
         "quoteToken": _new_token(),
+        "markAsReadToken": _new_token(),
         "contentProvider": {"type": "line"},
     }
     return _merge(base_event("message", user_id, message=message), overrides)

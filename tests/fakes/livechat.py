@@ -502,6 +502,23 @@ class FakeLiveChat:
         self._deliver([envelope])
         return envelope
 
+    def agent_sees(
+        self, chat_id: str, *, up_to: str | None = None, agent_id: str = "agent@example.com"
+    ) -> dict[str, Any]:
+        """The agent app marks the chat's events seen up to `up_to` (by default, as when an agent
+        opens the chat: the `created_at` of its newest event), posted as events_marked_as_seen."""
+        with self._lock:
+            chat = self._known_chat(chat_id)
+            if up_to is None:
+                events = [e for t in chat["threads"] for e in t["events"]]
+                up_to = max(e["created_at"] for e in events)
+            envelope = self.make_envelope(
+                "events_marked_as_seen",
+                {"user_id": agent_id, "chat_id": chat_id, "seen_up_to": up_to},
+            )
+        self._deliver([envelope])
+        return envelope
+
     def agent_joins(
         self, chat_id: str, *, agent_id: str = "agent@example.com", name: str = "Agent Smith"
     ) -> dict[str, Any]:

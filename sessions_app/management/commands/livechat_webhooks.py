@@ -26,6 +26,7 @@ WEBHOOKS: dict[str, dict[str, Any]] = {
     "incoming_chat": {},
     "user_added_to_chat": {},
     "chat_transferred": {},
+    "events_marked_as_seen": {},
 }
 DESCRIPTION = "LINE bridge"
 
