@@ -371,7 +371,8 @@ def test_postgres_cut_off_while_at_work_on_a_query_frees_the_caller_in_seconds_n
     link, database_url = postgres_link
     url, api, _ = bridge_on(database_url, line, livechat, web_process)
     assert line.post_events([text_event(USER, "before")])[0] == 200  # the inbox's connection
-    first, second = text_event(USER, "in flight 1"), text_event(USER, "in flight 2")
+    first = text_event(USER, "in flight 1")
+    second = text_event(USER, "in flight 2", timestamp=first["timestamp"] + 1)
 
     answers = cut_off_while_the_server_works(
         link,
