@@ -1,4 +1,4 @@
-"""The LINE Messaging API through line-bot-sdk: push, reply, profile and message objects.
+"""The LINE Messaging API through line-bot-sdk: push, reply, read marks, profiles, messages.
 
 One ApiClient per process and configuration (the SDK's client pools connections); every call has
 a timeout, which the SDK does not set by default."""
