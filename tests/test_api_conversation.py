@@ -109,6 +109,25 @@ def test_init_answers_fail_when_livechat_is_not_configured(api, settings):
     assert api.call("/init", {"line_id": "U1"})["type"] == "fail"
 
 
+def test_a_refresh_token_refused_to_the_wrong_app_is_offered_again_once_the_app_is_fixed(
+    api, livechat, settings
+):
+    # Deployed with the id and secret of another app of the account: LiveChat refuses the
+    # refresh token as issued to another client, and the bridge does not offer it again...
+    livechat.other_apps = {"staging-app": "staging-secret"}
+    settings.LIVECHAT_CLIENT_ID, settings.LIVECHAT_CLIENT_SECRET = "staging-app", "staging-secret"
+    assert api.call("/init", {"line_id": "U1"})["type"] == "fail"
+    assert api.call("/init", {"line_id": "U1"})["type"] == "fail"
+    assert [call.status for call in livechat.calls_to("token")] == [400]
+
+    # ...until the operator corrects the app: then the same token is offered, and chats open.
+    settings.LIVECHAT_CLIENT_ID = livechat.client_id
+    settings.LIVECHAT_CLIENT_SECRET = livechat.client_secret
+    assert api.call("/init", {"line_id": "U1"})["type"] != "fail"
+    assert [call.status for call in livechat.calls_to("token")] == [400, 200]
+    assert livechat.chat_of(ChatSession.objects.get(line_id="U1").customer_id) is not None
+
+
 def test_close_ends_the_livechat_chat(api, livechat, drain):
     api.call("/init", {"line_id": "U1"})
     session = ChatSession.objects.get(line_id="U1")

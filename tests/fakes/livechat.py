@@ -222,6 +222,11 @@ class FakeLiveChat:
 
         # Knobs a test may set.
         self.authorization_codes: set[str] = set()
+        # Other Developer Console apps of the account (client id -> secret): the accounts service
+        # takes their credentials, but the bridge's tokens were issued to the bridge's app, so a
+        # grant offering one as another app is `invalid_grant` (RFC 6749 5.2: "issued to another
+        # client").
+        self.other_apps: dict[str, str] = {}
         self.pats: dict[str, str] = {}  # account_id -> personal access token
         self.prechat_form: dict[str, Any] | None = None
         self.group_statuses: dict[int, str] = {0: "online", 1: "online"}
@@ -755,20 +760,23 @@ class FakeLiveChat:
         for field in ("client_id", "client_secret"):
             if not body.get(field):
                 raise _oauth_error("invalid_request", f"{field} is required")
-        if body["client_id"] != self.client_id:
+        apps = {**self.other_apps, self.client_id: self.client_secret}
+        if body["client_id"] not in apps:
             raise _oauth_error("invalid_request", "client_id is invalid")
-        if body["client_secret"] != self.client_secret:
+        if body["client_secret"] != apps[body["client_id"]]:
             raise _oauth_error("invalid_request", "client_secret is invalid")
         if grant_type == "refresh_token":
             if not body.get("refresh_token"):
                 raise _oauth_error("invalid_request", "refresh_token is required")
             if body["refresh_token"] != self.valid_refresh_token:
                 raise _oauth_error("invalid_grant", "refresh token is invalid or was already used")
+            if body["client_id"] != self.client_id:
+                raise _oauth_error("invalid_grant", "refresh token was issued to another client")
             return self._token_answer()
         for field in ("code", "redirect_uri"):
             if not body.get(field):
                 raise _oauth_error("invalid_request", f"{field} is required")
-        if body["code"] not in self.authorization_codes:
+        if body["code"] not in self.authorization_codes or body["client_id"] != self.client_id:
             raise _oauth_error("invalid_grant", "authorization code is invalid or expired")
         self.authorization_codes.discard(body["code"])  # codes are single-use
         return self._token_answer()
