@@ -121,8 +121,11 @@ def test_wrong_state_is_refused_and_stores_nothing(admin_client, livechat, state
     assert code in livechat.authorization_codes  # the code was never spent
 
 
-def test_callback_without_a_started_connect_is_refused(admin_client, livechat):
-    response = admin_client.get(CALLBACK, {"code": consent(livechat), "state": "anything"})
+# Without a state at all, too: a link someone else planted (their code, to connect the bridge to
+# their license) must not match "no connect started here".
+@pytest.mark.parametrize("state", [{"state": "anything"}, {}])
+def test_callback_without_a_started_connect_is_refused(admin_client, livechat, state):
+    response = admin_client.get(CALLBACK, {"code": consent(livechat), **state})
 
     assert response.status_code == 400
     assert livechat.calls_to("token") == []
