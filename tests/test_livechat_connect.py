@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from sessions_app.livechat import tokens
 from sessions_app.livechat.connect_views import SESSION_STATE_KEY
-from sessions_app.models import LiveChatCredential
+from sessions_app.models import ChatSession, LiveChatCredential
 
 CALLBACK = "/livechat/connect/callback"
 
@@ -93,6 +93,23 @@ def test_callback_exchanges_the_code_and_stores_rotating_tokens(admin_client, li
     tokens.agent_access_token(force_refresh=True)
     credential.refresh_from_db()
     assert credential.refresh_token == livechat.valid_refresh_token != first_refresh_token
+
+
+def test_a_bridge_connected_only_through_the_page_opens_chats(
+    admin_client, api, livechat, settings
+):
+    settings.LIVECHAT_REFRESH_TOKEN = ""  # never set: the connect page is how tokens came
+    query = start(admin_client)
+    admin_client.get(CALLBACK, {"code": consent(livechat), "state": query["state"]})
+    LiveChatCredential.objects.update(access_token_expires_at=None)  # and later, a refresh is due
+
+    assert api.call("/init", {"line_id": "U1"})["type"] != "fail"
+    customer_id = ChatSession.objects.get(line_id="U1").customer_id
+    assert livechat.chat_of(customer_id) is not None
+    assert [call.body["grant_type"] for call in livechat.calls_to("token")] == [
+        "authorization_code",
+        "refresh_token",
+    ]
 
 
 def test_callback_replaces_an_earlier_connection_in_the_single_row(admin_client, livechat):
