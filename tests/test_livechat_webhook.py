@@ -138,6 +138,20 @@ def test_agent_joined_and_transfer_are_status_notices(api, livechat, opened):
     assert opened.state in {ChatSession.State.QUEUED, ChatSession.State.OPEN}
 
 
+def test_a_customer_added_to_the_chat_is_not_announced_as_an_agent(api, livechat, opened):
+    # user_added_to_chat is sent for any user: here the customer (the LINE user) itself.
+    thread = livechat.chats[opened.chat_id]["threads"][-1]["id"]
+    user = {"id": opened.customer_id, "type": "customer", "name": "Taro"}
+    envelope = livechat.make_envelope(
+        "user_added_to_chat",
+        {"chat_id": opened.chat_id, "thread_id": thread, "user": user, "reason": "manual"},
+    )
+    assert livechat.post_webhook(envelope) == 200
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.3}) == {"type": "ok", "message": ""}
+    opened.refresh_from_db()
+    assert opened.agent_name == "" and opened.state != ChatSession.State.WITH_AGENT
+
+
 def test_an_agent_added_back_later_is_announced_again_but_a_redelivery_is_not(
     api, livechat, opened
 ):
