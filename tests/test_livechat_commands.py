@@ -80,6 +80,15 @@ def test_connect_with_a_refresh_token_stores_the_rotated_one(livechat, settings)
     assert credential.organization_id == livechat.organization_id
 
 
+def test_a_token_issued_for_an_hour_is_known_to_last_an_hour(livechat, client):
+    livechat.token_lifetime = 3600  # `expires_in` is LiveChat's to choose, not always 8 hours
+
+    run("livechat_connect", "--refresh-token", livechat.valid_refresh_token)
+
+    expires_in = client.get("/healthz").json()["livechat"]["access_token_expires_in"]
+    assert 3500 < expires_in <= 3600
+
+
 def test_connect_reads_the_refresh_token_from_stdin(livechat, monkeypatch):
     given = livechat.valid_refresh_token
 
