@@ -184,6 +184,21 @@ def test_status_refreshes_a_token_revoked_before_its_expiry(livechat):
     ]
 
 
+def test_status_after_both_tokens_were_revoked_says_connect_again_and_then_asks_nothing(livechat):
+    run("livechat_connect", "--refresh-token", livechat.valid_refresh_token)
+    livechat.expire_tokens()  # the stored access token still looks fresh
+    livechat.valid_refresh_token = "dal:spent-by-another-deployment"
+
+    message = fails("livechat_connect", "--status")
+
+    assert "refused the bridge's refresh token" in message and "livechat_connect" in message
+    assert "could not be reached" not in message
+    # Known refused now: the next check costs no (billed) call.
+    calls = len(livechat.calls)
+    assert "refused the bridge's refresh token" in fails("livechat_connect", "--status")
+    assert len(livechat.calls) == calls
+
+
 def test_status_fails_when_the_refresh_token_is_refused(livechat, settings):
     settings.LIVECHAT_REFRESH_TOKEN = "revoked"
 

@@ -176,6 +176,11 @@ def connection_status() -> Status:
         else:
             # Authenticated but without the agents scope, which the bridge does not need.
             lines.append("agent token accepted (the app has no agents scope, which is fine)")
+    except NotConfigured as exc:
+        # The token was refused and so was the refresh that followed: LiveChat was reached, and
+        # the message says what to do (not "could not be reached", which sent operators looking
+        # at the network).
+        problems.append(str(exc))
     except LiveChatError as exc:
         problems.append(f"LiveChat could not be reached to check the token: {exc}")
     credential = LiveChatCredential.objects.order_by("pk").first()
