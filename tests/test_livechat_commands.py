@@ -169,6 +169,23 @@ def test_status_uses_a_fresh_token_without_refreshing(livechat):
     assert [c.name for c in livechat.calls] == ["configuration/list_agents"]
 
 
+def test_status_is_ok_for_an_app_without_the_agents_scope(livechat):
+    # The bridge needs customers:own, not agents--all:r: LiveChat's `authorization` refusal of
+    # list_agents still proves the token is accepted.
+    livechat.fail("configuration/list_agents", status=403, error_type="authorization")
+
+    output = run("livechat_connect", "--status")
+
+    assert "OK: the bridge can mint LiveChat customer tokens" in output
+    assert "agent token accepted (the app has no agents scope" in output
+
+
+def test_status_fails_when_the_configuration_api_refuses_the_call_otherwise(livechat):
+    livechat.fail("configuration/list_agents", status=400, error_type="license_expired")
+
+    assert "could not be checked" in fails("livechat_connect", "--status")
+
+
 def test_status_refreshes_a_token_revoked_before_its_expiry(livechat):
     run("livechat_connect", "--refresh-token", livechat.valid_refresh_token)
     livechat.expire_tokens()  # the stored token still looks fresh, LiveChat refuses it
