@@ -137,6 +137,17 @@ def test_connect_warns_when_the_organization_differs(livechat, settings):
     assert "Warning" in output and livechat.organization_id in output and "another-org" in output
 
 
+def test_connect_says_which_organization_to_set_when_none_is(livechat, settings):
+    settings.LIVECHAT_ORGANIZATION_ID = ""
+
+    output = run("livechat_connect", "--refresh-token", livechat.valid_refresh_token)
+
+    assert (
+        f"Warning: LIVECHAT_ORGANIZATION_ID is not set: set it to {livechat.organization_id}"
+        in (output)
+    )
+
+
 def test_connect_warns_when_the_token_cannot_mint_customer_tokens(livechat, monkeypatch):
     # An app without the admin-only customers:own scope gets tokens the bridge cannot use.
     monkeypatch.setattr(fake_livechat, "SCOPE", "chats--all:rw agents--all:rw")
