@@ -163,6 +163,21 @@ def test_send_after_agent_ended_resumes_the_chat(api, livechat, drain):
     assert session.thread_id == threads[-1]["id"]
 
 
+def test_with_every_group_offline_a_chat_still_starts_and_resumes(api, livechat, drain):
+    # Messaging mode: the user's words wait in LiveChat for the first agent to come online.
+    livechat.group_statuses = {0: "offline", 1: "offline"}
+    assert api.call("/init", {"line_id": "U1"})["type"] != "fail"
+    session = ChatSession.objects.get(line_id="U1")
+    livechat.agent_ends_chat(session.chat_id)
+    api.call("/send", {"line_id": "U1", "message": "anyone there tomorrow?"})
+    drain()
+    threads = livechat.chats[session.chat_id]["threads"]
+    assert len(threads) == 2 and threads[-1]["active"]
+    assert [e["text"] for e in threads[-1]["events"] if e["type"] == "message"] == [
+        "anyone there tomorrow?"
+    ]
+
+
 def test_messages_keep_their_order(api, livechat, drain):
     api.call("/init", {"line_id": "U1"})
     for n in range(10):
