@@ -197,6 +197,14 @@ def test_status_fails_when_the_configuration_api_refuses_the_call_otherwise(live
     assert "could not be checked" in fails("livechat_connect", "--status")
 
 
+def test_status_says_when_the_accounts_service_cannot_be_reached(livechat):
+    livechat.fail("token", status=503)
+
+    message = fails("livechat_connect", "--status")
+
+    assert "accounts service could not be reached" in message and "refused" not in message
+
+
 def test_status_refreshes_a_token_revoked_before_its_expiry(livechat):
     run("livechat_connect", "--refresh-token", livechat.valid_refresh_token)
     livechat.expire_tokens()  # the stored token still looks fresh, LiveChat refuses it
