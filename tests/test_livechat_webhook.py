@@ -58,6 +58,17 @@ def test_duplicate_webhook_produces_one_message(api, livechat, opened):
     assert api.call("/messages", {"line_id": "U1", "wait": 0.1}) == {"type": "ok", "message": ""}
 
 
+def test_an_agent_message_redelivered_much_later_is_still_not_sent_twice(api, livechat, opened):
+    # It has an id of its own (payload.event.id): unlike an id-less event read again, it can only
+    # be the same message, however late it comes.
+    envelope = livechat.agent_says(opened.chat_id, "only once, ever")
+    assert api.call("/messages", {"line_id": "U1", "wait": 1})["message"] == "only once, ever"
+    InboundEvent.objects.update(received_at=timezone.now() - timedelta(hours=1))
+    assert livechat.post_webhook(envelope) == 200
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.3}) == {"type": "ok", "message": ""}
+    assert Message.objects.filter(body="only once, ever").count() == 1
+
+
 def test_wrong_secret_changes_nothing(api, livechat, opened):
     envelope = livechat.agent_says(opened.chat_id, "first")
     forged = copy.deepcopy(envelope)
