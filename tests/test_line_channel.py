@@ -741,6 +741,26 @@ def test_unsend_whose_answer_was_lost_is_removed_once_and_not_failed(
     assert Message.objects.get(body="oops").payload.get("unsent") is True
 
 
+def test_an_unsend_from_an_earlier_thread_whose_answer_was_lost_is_still_removed(
+    line, livechat, drain, settings
+):
+    # LINE lets a user unsend a message of a chat that has since ended and been resumed.
+    oops = text_event(USER, "oops")
+    line.post_events([oops])
+    drain()
+    session = session_of()
+    livechat.agent_ends_chat(session.chat_id)
+    line.post_events([text_event(USER, "back again")])
+    drain()
+    assert len(livechat.chats[session.chat_id]["threads"]) == 2
+    settings.VENDOR_TIMEOUT = (1.0, 0.3)
+    livechat.fail("delete_event", delay=1.0)  # nothing removed, and no answer in time
+    line.post_events([unsend_event(USER, oops["message"]["id"])])
+    drain()
+    assert chat_texts(livechat, session) == ["back again"]
+    assert len(livechat.calls_to("delete_event")) == 2
+
+
 def test_follow_greets_by_reply_when_configured(line, livechat, drain, settings):
     settings.LINE_FOLLOW_GREETING = "Welcome!"
     line.post_events([follow_event(USER)])
