@@ -96,6 +96,19 @@ def test_init_routes_the_chat_to_the_configured_group(api, livechat, settings):
     assert chat["group_ids"] == [7]
 
 
+def test_a_returning_users_chat_goes_to_the_group_configured_now(api, livechat, drain, settings):
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    livechat.agent_ends_chat(session.chat_id)
+    # The operator routes LINE chats to another group from now on.
+    livechat.group_statuses[7] = "online"
+    settings.LIVECHAT_GROUP_ID = 7
+    api.call("/send", {"line_id": "U1", "message": "back again"})
+    drain()
+    chat = livechat.chats[session.chat_id]
+    assert chat["threads"][-1]["active"] and chat["group_ids"] == [7]
+
+
 def test_init_answers_fail_when_livechat_is_down(api, livechat):
     livechat.fail("start_chat", status=503, times=5)
     assert api.call("/init", {"line_id": "U1"}) == {
