@@ -558,6 +558,24 @@ def test_init_answers_the_groups_prechat_form(api, livechat):
     assert len(livechat.calls_to("get_form")) == 1
 
 
+def test_a_question_asking_for_an_e_mail_is_answered_with_the_users_e_mail(api, livechat):
+    livechat.prechat_form = {
+        "id": "156630109416307810",
+        "fields": [{"id": "1", "type": "question", "label": "Your e-mail address"}],
+    }
+    entities = [
+        {
+            "entityName": "Contact",
+            "entityFieldsMaps": [{"fieldName": "Email", "label": "taro@example.com"}],
+        }
+    ]
+    api.call("/init", {"line_id": "U1", "display_name": "Taro", "prechatEntities": entities})
+    (form,) = livechat.events(ChatSession.objects.get(line_id="U1").chat_id)
+    assert [(f["label"], f["answer"]) for f in form["fields"]] == [
+        ("Your e-mail address", "taro@example.com")
+    ]
+
+
 def test_init_without_a_prechat_form_sends_session_fields_only(api, livechat):
     api.call("/init", {"line_id": "U1", "display_name": "Taro", "prechatEntities": ENTITIES})
     session = ChatSession.objects.get(line_id="U1")
