@@ -191,6 +191,15 @@ def test_with_every_group_offline_a_chat_still_starts_and_resumes(api, livechat,
     ]
 
 
+def test_the_users_words_are_part_of_the_conversation_not_an_internal_note(api, livechat, drain):
+    api.call("/init", {"line_id": "U1"})
+    api.call("/send", {"line_id": "U1", "message": "hello"})
+    drain()
+    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+    (event,) = [e for e in livechat.events(chat_id) if e["type"] == "message"]
+    assert event["text"] == "hello" and event["visibility"] == "all"
+
+
 def test_messages_keep_their_order(api, livechat, drain):
     api.call("/init", {"line_id": "U1"})
     for n in range(10):
