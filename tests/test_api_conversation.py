@@ -109,6 +109,21 @@ def test_a_returning_users_chat_goes_to_the_group_configured_now(api, livechat, 
     assert chat["threads"][-1]["active"] and chat["group_ids"] == [7]
 
 
+def test_a_license_served_from_another_region_is_reached_through_its_redirect(api, livechat, drain):
+    # Tokens say `dal:`, but the license lives in `fra`: each call is answered
+    # misdirected_request with the region to use, and retried there once.
+    livechat.license_region = "fra"
+    assert api.call("/init", {"line_id": "U1"})["type"] != "fail"
+    api.call("/send", {"line_id": "U1", "message": "hello from afar"})
+    drain()
+    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+    assert [e["text"] for e in livechat.events(chat_id) if e["type"] == "message"] == [
+        "hello from afar"
+    ]
+    (sent,) = [call for call in livechat.calls_to("send_event") if call.status == 200]
+    assert sent.headers["x-region"] == "fra"
+
+
 def test_init_answers_fail_when_livechat_is_down(api, livechat):
     livechat.fail("start_chat", status=503, times=5)
     assert api.call("/init", {"line_id": "U1"}) == {
