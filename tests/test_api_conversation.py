@@ -124,6 +124,17 @@ def test_a_license_served_from_another_region_is_reached_through_its_redirect(ap
     assert sent.headers["x-region"] == "fra"
 
 
+def test_a_customer_token_refused_even_when_fresh_is_renewed_once_not_forever(api, livechat, drain):
+    api.call("/init", {"line_id": "U1"})
+    mints = len(livechat.calls_to("customer_token"))
+    livechat.fail("send_event", status=401, error_type="authentication", times=10)
+    api.call("/send", {"line_id": "U1", "message": "hello"})
+    drain()
+    # One renewal, then the refusal is the answer: no loop of billed calls.
+    assert len(livechat.calls_to("send_event")) == 2
+    assert len(livechat.calls_to("customer_token")) == mints + 1
+
+
 def test_init_answers_fail_when_livechat_is_down(api, livechat):
     livechat.fail("start_chat", status=503, times=5)
     assert api.call("/init", {"line_id": "U1"}) == {
