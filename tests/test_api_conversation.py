@@ -226,6 +226,19 @@ def test_the_users_words_are_part_of_the_conversation_not_an_internal_note(api, 
     assert event["text"] == "hello" and event["visibility"] == "all"
 
 
+def test_a_send_whose_connection_dropped_after_livechat_took_it_reaches_the_agent_once(
+    api, livechat, drain
+):
+    api.call("/init", {"line_id": "U1"})
+    livechat.drop("send_event")  # taken by LiveChat, then the connection closes unanswered
+    api.call("/send", {"line_id": "U1", "message": "just once"})
+    drain()
+    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+    texts = [e["text"] for e in livechat.events(chat_id) if e["type"] == "message"]
+    assert texts == ["just once"]
+    assert Message.objects.get(body="just once").status == Message.Status.SENT
+
+
 def test_messages_keep_their_order(api, livechat, drain):
     api.call("/init", {"line_id": "U1"})
     for n in range(10):

@@ -5,9 +5,10 @@ LIVECHAT_API_BASE_URL). It checks what the real service checks (credentials, tok
 organization_id, X-Region, required fields, chat state) and answers with the documented payloads,
 so the bridge is tested against the contract and not against its own assumptions.
 
-Names used by `calls_to`, `fail` and `slow`: "token", "customer_token", a Customer Chat method
-("send_event"), or "agent/<method>" / "configuration/<method>". A bare agent or configuration
-method name ("register_webhook") also matches when no Customer Chat method has that name.
+Names used by `calls_to`, `fail`, `slow` and `drop`: "token", "customer_token", a Customer Chat
+method ("send_event"), or "agent/<method>" / "configuration/<method>". A bare agent or
+configuration method name ("register_webhook") also matches when no Customer Chat method has that
+name.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Call:
     headers: dict[str, str]
     query: dict[str, str]
     body: dict[str, Any] | None
-    status: int = 0  # 0 while the request is still being answered
+    status: int = 0  # 0 while the request is still being answered, -1 if dropped unanswered
     at: float = dataclasses.field(default_factory=time.time)  # time.time() when it arrived
 
 
@@ -261,6 +262,7 @@ class FakeLiveChat:
         self._event_seq: dict[str, int] = {}  # thread_id -> last event number used
         self._faults: list[dict[str, Any]] = []
         self._slows: list[dict[str, Any]] = []
+        self._drops: list[dict[str, Any]] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -341,6 +343,12 @@ class FakeLiveChat:
                     "retry_after": retry_after,
                 }
             )
+
+    def drop(self, name: str, times: int = 1) -> None:
+        """The next `times` calls to `name` are carried out, then the connection is closed with no
+        answer (a proxy or a network cut): the client cannot know whether LiveChat acted."""
+        with self._lock:
+            self._drops.append({"name": name, "remaining": times})
 
     def slow(self, name: str, seconds: float, times: int = 1) -> None:
         """The next `times` calls to `name` are carried out, then answered `seconds` late.
@@ -493,10 +501,11 @@ class FakeLiveChat:
         return envelope
 
     def clear_faults(self) -> None:
-        """Every fail() and slow() still pending is forgotten: the service has recovered."""
+        """Every fail(), slow() and drop() still pending is forgotten: the service has recovered."""
         with self._lock:
             self._faults.clear()
             self._slows.clear()
+            self._drops.clear()
 
     def agent_ends_chat(
         self, chat_id: str, *, user_id: str | None = "agent@example.com"
@@ -576,6 +585,7 @@ class FakeLiveChat:
 
         envelopes: list[dict[str, Any]] = []
         delay = 0.0
+        dropped = False
         try:
             fault = self._take(self._faults, name)
             if fault is not None:
@@ -592,6 +602,7 @@ class FakeLiveChat:
             answer = _Answer(status, result)
             slow = self._take(self._slows, name)
             delay = slow["seconds"] if slow else 0.0
+            dropped = self._take(self._drops, name) is not None
         except _Answer as exc:
             answer = exc
         except Exception as exc:  # a bug of the fake: answer like LiveChat would, and keep it
@@ -605,6 +616,10 @@ class FakeLiveChat:
             self.errors.append(f"webhook delivery after {name}: {exc!r}")
         if delay:
             time.sleep(delay)
+        if dropped:
+            call.status = -1
+            handler.close_connection = True  # closed after this request, nothing written
+            return
         call.status = answer.status
         _send(handler, answer)
 
