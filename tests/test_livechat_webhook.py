@@ -240,3 +240,15 @@ def test_legacy_chat_ended_ends_a_known_chat(api, livechat, opened):
     body["chat"]["id"] = opened.chat_id
     assert requests.post(livechat.webhook_url, json=body, timeout=5).status_code == 200
     assert api.call("/messages", {"line_id": "U1", "wait": 1})["type"] == "end"
+
+
+def test_a_legacy_chat_ended_for_a_chat_already_ended_tells_the_user_nothing_more(
+    api, livechat, opened
+):
+    livechat.agent_ends_chat(opened.chat_id)  # the 3.6 chat_deactivated
+    assert api.call("/messages", {"line_id": "U1", "wait": 1})["type"] == "end"
+    body = copy.deepcopy(SEED_CHAT_STARTED)  # and a v2 webhook still registered says so again
+    body.update(event_type="chat_ended", token=livechat.webhook_secret)
+    body["chat"]["id"] = opened.chat_id
+    assert requests.post(livechat.webhook_url, json=body, timeout=5).status_code == 200
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.3}) == {"type": "ok", "message": ""}
