@@ -90,6 +90,25 @@ def test_a_late_message_does_not_overtake_one_already_being_retried(
     assert line.texts_for(USER) == ["two", "one"]
 
 
+def test_a_late_message_still_goes_before_a_later_one_queued_behind_one_being_retried(
+    line, livechat, drain, chatting
+):
+    # "two" is under retry (its place is fixed); "three" waits untaken behind it. "one", arriving
+    # late, cannot pass "two" but still goes before "three".
+    with livechat.webhooks_held() as held:
+        livechat.agent_says(chatting.chat_id, "one")
+        livechat.agent_says(chatting.chat_id, "two")
+        livechat.agent_says(chatting.chat_id, "three")
+    line.fail("/v2/bot/message/push", status=500, times=1)
+    livechat.post_webhook(held[1])
+    delivery.run_once()
+    assert Message.objects.get(body="two").attempts == 1
+    livechat.post_webhook(held[2])
+    livechat.post_webhook(held[0])
+    drain()
+    assert line.texts_for(USER) == ["two", "one", "three"]
+
+
 def test_a_late_message_still_goes_before_one_only_left_out_of_a_full_push(
     line, livechat, drain, chatting
 ):
