@@ -186,6 +186,19 @@ def test_an_agent_added_back_later_is_announced_again_but_a_redelivery_is_not(
     assert sorted(joins.values_list("outcome", flat=True)) == ["agent joined"] * 3
 
 
+def test_a_transfer_into_a_queue_gives_the_position_and_the_chat_shows_as_queued(
+    api, livechat, opened
+):
+    livechat.transfer(opened.chat_id, queue={"position": 4, "wait_time": 120})
+    assert "4" in api.call("/messages", {"line_id": "U1", "wait": 1})["message"]
+    opened.refresh_from_db()
+    assert opened.state == ChatSession.State.QUEUED  # what the admin's state filter shows
+    livechat.transfer(opened.chat_id, group_ids=[0])  # taken straight to a group with room
+    assert api.call("/messages", {"line_id": "U1", "wait": 1})["message"]
+    opened.refresh_from_db()
+    assert opened.state == ChatSession.State.OPEN
+
+
 def test_a_transfer_of_an_ended_chat_neither_reopens_it_nor_tells_the_user(api, livechat, opened):
     livechat.agent_ends_chat(opened.chat_id)
     assert api.call("/messages", {"line_id": "U1", "wait": 1})["type"] == "end"
