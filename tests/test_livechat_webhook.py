@@ -163,6 +163,17 @@ def test_a_customer_added_to_the_chat_is_not_announced_as_an_agent(api, livechat
     assert opened.agent_name == "" and opened.state != ChatSession.State.WITH_AGENT
 
 
+def test_the_same_agent_joining_the_next_thread_is_announced_again(api, livechat, opened, drain):
+    livechat.agent_joins(opened.chat_id, name="Agent Smith")
+    assert "Agent Smith" in api.call("/messages", {"line_id": "U1", "wait": 1})["message"]
+    livechat.agent_ends_chat(opened.chat_id)
+    assert api.call("/messages", {"line_id": "U1", "wait": 1})["type"] == "end"
+    api.call("/send", {"line_id": "U1", "message": "one more thing"})
+    drain()  # the chat is resumed: a new thread, nobody in it yet
+    livechat.agent_joins(opened.chat_id, name="Agent Smith")
+    assert "Agent Smith" in api.call("/messages", {"line_id": "U1", "wait": 1})["message"]
+
+
 def test_an_agent_added_back_later_is_announced_again_but_a_redelivery_is_not(
     api, livechat, opened
 ):
