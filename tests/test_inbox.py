@@ -110,8 +110,8 @@ def hold_sqlite_write_lock() -> sqlite3.Connection:
 @pytest.mark.skipif("connection.vendor != 'sqlite'", reason="SQLite's one write lock")
 def test_a_delivery_waits_for_the_sqlite_write_lock_then_is_stored(line):
     other = hold_sqlite_write_lock()
+    started = time.monotonic()  # before the timer: the lock is then held 0.3 s past it at least
     threading.Timer(0.3, other.rollback).start()
-    started = time.monotonic()
     status, _ = line.post_events([text_event(USER, "waited")])
     assert status == 200 and time.monotonic() - started >= 0.3
     assert InboundEvent.objects.get().payload["message"]["text"] == "waited"
