@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sessions_app.models import ChatSession, Message
-from tests.conftest import BridgeAPI
+from tests.conftest import API_KEY, BridgeAPI
 
 BAD = {"type": "bad", "message": "bad request"}
 PATHS = ["/init", "/messages", "/send", "/close"]
@@ -13,10 +13,19 @@ PATHS = ["/init", "/messages", "/send", "/close"]
 
 @pytest.mark.parametrize("path", PATHS)
 def test_no_or_wrong_api_key_is_refused(live_server, livechat, path):
-    for client in (BridgeAPI(live_server.url, key=None), BridgeAPI(live_server.url, key="nope")):
+    clients = [
+        BridgeAPI(live_server.url, key=None),
+        BridgeAPI(live_server.url, key="nope"),
+        BridgeAPI(live_server.url, key=API_KEY[:-1]),  # a guess that is right but for the end
+    ]
+    # The key under another scheme: a client's misconfiguration, told so rather than served.
+    basic = BridgeAPI(live_server.url, key=None)
+    basic.http.headers["Authorization"] = f"Basic {API_KEY}"
+    for client in [*clients, basic]:
         response = client.post(path, {"line_id": "U1", "message": "hi"})
         assert response.status_code == 401
         assert response.json() == {"type": "bad", "message": "unauthorized"}
+        assert response.headers["WWW-Authenticate"] == "Bearer"
     assert not ChatSession.objects.exists()
 
 
