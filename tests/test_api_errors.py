@@ -33,6 +33,12 @@ def test_without_a_configured_key_the_api_refuses_everyone(live_server, livechat
     settings.BRIDGE_API_KEY = ""
     response = BridgeAPI(live_server.url, key="").post("/send", {"line_id": "U1"})
     assert response.status_code == 401
+    # Not even a caller who sends an empty key, the configured one's match.
+    empty = BridgeAPI(live_server.url, key=None)
+    empty.http.headers["Authorization"] = "Bearer "
+    response = empty.post("/init", {"line_id": "U1"})
+    assert response.status_code == 401
+    assert not ChatSession.objects.exists()
 
 
 @pytest.mark.parametrize("path", PATHS)
