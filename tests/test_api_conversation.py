@@ -58,6 +58,16 @@ def test_messages_long_poll_returns_as_soon_as_the_agent_answers(api, livechat):
     timer.join()
 
 
+def test_messages_without_wait_is_a_long_poll(api, livechat):
+    # The earlier bridge's clients send only line_id: the poll waits for the agent all the same.
+    api.call("/init", {"line_id": "U1"})
+    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+    timer = threading.Timer(0.5, livechat.agent_says, args=(chat_id, "late reply"))
+    timer.start()
+    assert api.call("/messages", {"line_id": "U1"}) == {"type": "message", "message": "late reply"}
+    timer.join()
+
+
 def test_init_twice_reuses_customer_and_chat(api, livechat):
     api.call("/init", {"line_id": "U1", "display_name": "Taro"})
     api.call("/init", {"line_id": "U1", "display_name": "Taro"})
