@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from sessions_app.models import ChatSession, Message
@@ -107,8 +109,15 @@ def test_trailing_slash_works(api, path):
     assert response.json()["type"] in {"ok", "send", "end"}
 
 
-def test_messages_wait_is_capped_and_validated(api):
+def test_messages_wait_is_capped_and_validated(api, settings):
     api.call("/init", {"line_id": "U1"})
+    settings.MESSAGES_MAX_WAIT = 0.5
+    started = time.monotonic()
+    response = api.http.post(
+        f"{api.base_url}/messages", json={"line_id": "U1", "wait": 60}, timeout=10
+    )
+    assert response.json() == {"type": "ok", "message": ""}
+    assert time.monotonic() - started < 5  # not the minute asked for: a client's timeout is less
     assert api.post("/messages", {"line_id": "U1", "wait": -1}).status_code == 400
     assert api.post("/messages", {"line_id": "U1", "wait": "soon"}).status_code == 400
 
