@@ -82,6 +82,17 @@ def test_send_rejects_empty_non_text_and_oversized_messages(api, message):
     assert not Message.objects.filter(direction=Message.Direction.TO_AGENT).exists()
 
 
+def test_send_takes_a_message_of_exactly_16000_bytes(api, livechat, drain):
+    api.call("/init", {"line_id": "U1"})
+    longest = "あ" * 5333 + "x"  # 15,999 bytes of kana, and one more
+    assert api.call("/send", {"line_id": "U1", "message": longest})["type"] == "send"
+    response = api.post("/send", {"line_id": "U1", "message": longest + "x"})
+    assert (response.status_code, response.json()) == (400, BAD)
+    drain()
+    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+    assert [e["text"] for e in livechat.events(chat_id) if e["type"] == "message"] == [longest]
+
+
 def test_oversized_body(api):
     response = api.post("/send", {"line_id": "U1", "message": "x" * 100_000})
     assert response.status_code == 413
