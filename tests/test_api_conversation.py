@@ -249,6 +249,15 @@ def test_a_send_whose_connection_dropped_after_livechat_took_it_reaches_the_agen
     assert Message.objects.get(body="just once").status == Message.Status.SENT
 
 
+def test_a_message_reaches_the_agent_with_its_spaces_and_line_breaks(api, livechat, drain):
+    api.call("/init", {"line_id": "U1"})
+    text = "  1. rice\n  2. miso\n\n"
+    api.call("/send", {"line_id": "U1", "message": text})
+    drain()
+    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+    assert [e["text"] for e in livechat.events(chat_id) if e["type"] == "message"] == [text]
+
+
 def test_messages_keep_their_order(api, livechat, drain):
     api.call("/init", {"line_id": "U1"})
     for n in range(10):
