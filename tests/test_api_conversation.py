@@ -258,6 +258,17 @@ def test_a_message_reaches_the_agent_with_its_spaces_and_line_breaks(api, livech
     assert [e["text"] for e in livechat.events(chat_id) if e["type"] == "message"] == [text]
 
 
+def test_a_message_sent_before_init_again_still_reaches_the_agent(api, livechat, drain):
+    api.call("/init", {"line_id": "U1"})
+    api.call("/send", {"line_id": "U1", "message": "are you there?"})
+    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"  # before the worker ran
+    drain()
+    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+    assert [e["text"] for e in livechat.events(chat_id) if e["type"] == "message"] == [
+        "are you there?"
+    ]
+
+
 def test_messages_keep_their_order(api, livechat, drain):
     api.call("/init", {"line_id": "U1"})
     for n in range(10):
