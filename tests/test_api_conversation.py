@@ -90,10 +90,16 @@ def test_prechat_entities_reach_the_agent_as_session_fields(api, livechat):
         {
             "entityName": "Contact",
             "saveToTranscript": "ContactId",
-            "entityFieldsMaps": [{"fieldName": "LINE_ID__c", "label": "ContactLineId"}],
+            "entityFieldsMaps": [
+                {"fieldName": "LINE_ID__c", "label": "ContactLineId"},
+                {"label": "a map with no field to fill in"},  # skipped, not a failed /init
+            ],
         }
     ]
-    api.call("/init", {"line_id": "U1", "display_name": "Taro", "prechatEntities": entities})
+    answer = api.call(
+        "/init", {"line_id": "U1", "display_name": "Taro", "prechatEntities": entities}
+    )
+    assert answer["type"] == "ok"
     customer = next(iter(livechat.customers.values()))
     assert {"Contact.LINE_ID__c": "ContactLineId"} in customer["session_fields"]
 
