@@ -65,6 +65,13 @@ def test_missing_or_invalid_line_id(api, path, body):
     assert response.json() == BAD
 
 
+def test_a_line_id_of_64_characters_is_taken(api):
+    line_id = "U" + "f" * 63  # as long as the column it is kept in
+    assert api.call("/init", {"line_id": line_id})["type"] == "ok"
+    assert api.call("/send", {"line_id": line_id, "message": "hi"})["type"] == "send"
+    assert ChatSession.objects.get().line_id == line_id
+
+
 @pytest.mark.parametrize("path", ["/messages", "/send", "/close"])
 def test_unknown_line_id(api, path):
     response = api.post(path, {"line_id": "Unobody", "message": "hi"})
