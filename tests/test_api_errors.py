@@ -72,6 +72,13 @@ def test_a_line_id_of_64_characters_is_taken(api):
     assert ChatSession.objects.get().line_id == line_id
 
 
+def test_init_refuses_a_display_name_longer_than_255_characters(api, livechat):
+    response = api.post("/init", {"line_id": "U1", "display_name": "n" * 256})
+    assert (response.status_code, response.json()) == (400, BAD)  # not a 500 from the database
+    assert not ChatSession.objects.exists() and not livechat.customers
+    assert api.call("/init", {"line_id": "U1", "display_name": "n" * 255})["type"] == "ok"
+
+
 @pytest.mark.parametrize("path", ["/messages", "/send", "/close"])
 def test_unknown_line_id(api, path):
     response = api.post(path, {"line_id": "Unobody", "message": "hi"})
