@@ -264,6 +264,26 @@ def test_a_message_reaches_the_agent_with_its_spaces_and_line_breaks(api, livech
     assert [e["text"] for e in livechat.events(chat_id) if e["type"] == "message"] == [text]
 
 
+def test_polls_racing_for_one_line_id_hand_out_each_reply_once(api, livechat):
+    api.call("/init", {"line_id": "U1"})
+    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+    sent = [f"reply {n}" for n in range(20)]
+    for text in sent:
+        livechat.agent_says(chat_id, text)
+    handed_out: list[str] = []
+    start = threading.Barrier(6)
+
+    def poll() -> None:
+        start.wait(5)
+        while answer := api.call("/messages", {"line_id": "U1", "wait": 0})["message"]:
+            handed_out.append(answer)
+
+    pollers = [_in_background(poll) for _ in range(6)]
+    for thread in pollers:
+        thread.join(15)
+    assert sorted(handed_out) == sorted(sent)
+
+
 def test_a_message_sent_before_init_again_still_reaches_the_agent(api, livechat, drain):
     api.call("/init", {"line_id": "U1"})
     api.call("/send", {"line_id": "U1", "message": "are you there?"})
