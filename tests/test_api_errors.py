@@ -156,3 +156,17 @@ def test_a_malformed_idempotency_key_is_refused_and_nothing_queued(api, key):
     assert response.status_code == 400
     assert response.json() == BAD
     assert not Message.objects.filter(direction=Message.Direction.TO_AGENT).exists()
+
+
+def test_an_idempotency_key_of_60_characters_is_taken(api):
+    api.call("/init", {"line_id": "U1"})
+    key = "k" * 60  # the longest the README allows
+    for replayed in (None, "true"):
+        response = api.post(
+            "/send", {"line_id": "U1", "message": "hi"}, headers={"Idempotency-Key": key}
+        )
+        assert (response.status_code, response.headers.get("Idempotent-Replayed")) == (
+            200,
+            replayed,
+        )
+    assert Message.objects.filter(direction=Message.Direction.TO_AGENT).count() == 1
