@@ -264,6 +264,20 @@ def test_a_message_reaches_the_agent_with_its_spaces_and_line_breaks(api, livech
     assert [e["text"] for e in livechat.events(chat_id) if e["type"] == "message"] == [text]
 
 
+def test_a_poll_before_the_worker_relayed_a_send_neither_echoes_nor_swallows_it(
+    api, livechat, drain
+):
+    api.call("/init", {"line_id": "U1"})
+    api.call("/send", {"line_id": "U1", "message": "my order is 42"})
+    # What the user said waits for the agent, not for this client.
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.2}) == {"type": "ok", "message": ""}
+    drain()
+    chat_id = ChatSession.objects.get(line_id="U1").chat_id
+    assert [e["text"] for e in livechat.events(chat_id) if e["type"] == "message"] == [
+        "my order is 42"
+    ]
+
+
 def test_polls_racing_for_one_line_id_hand_out_each_reply_once(api, livechat):
     api.call("/init", {"line_id": "U1"})
     chat_id = ChatSession.objects.get(line_id="U1").chat_id
