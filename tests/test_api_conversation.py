@@ -6,6 +6,8 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
+
 from sessions_app import delivery
 from sessions_app.models import ChatSession, LiveChatCredential, Message
 from tests.conftest import wait_until
@@ -201,8 +203,12 @@ def test_close_ends_the_livechat_chat(api, livechat, drain):
     assert api.call("/messages", {"line_id": "U1", "wait": 0.1}) == {"type": "ok", "message": ""}
 
 
-def test_send_after_agent_ended_resumes_the_chat(api, livechat, drain):
-    api.call("/init", {"line_id": "U1"})
+@pytest.mark.parametrize("groups", ["online", "offline"])
+def test_send_after_agent_ended_resumes_the_chat(api, livechat, drain, groups):
+    if groups == "offline":
+        # Messaging mode: the user's words wait in LiveChat for the first agent to come online.
+        livechat.group_statuses = {0: "offline", 1: "offline"}
+    assert api.call("/init", {"line_id": "U1"})["type"] != "fail"
     session = ChatSession.objects.get(line_id="U1")
     livechat.agent_ends_chat(session.chat_id)
     api.call("/send", {"line_id": "U1", "message": "one more thing"})
@@ -216,21 +222,6 @@ def test_send_after_agent_ended_resumes_the_chat(api, livechat, drain):
     session.refresh_from_db()
     assert session.state != ChatSession.State.ENDED
     assert session.thread_id == threads[-1]["id"]
-
-
-def test_with_every_group_offline_a_chat_still_starts_and_resumes(api, livechat, drain):
-    # Messaging mode: the user's words wait in LiveChat for the first agent to come online.
-    livechat.group_statuses = {0: "offline", 1: "offline"}
-    assert api.call("/init", {"line_id": "U1"})["type"] != "fail"
-    session = ChatSession.objects.get(line_id="U1")
-    livechat.agent_ends_chat(session.chat_id)
-    api.call("/send", {"line_id": "U1", "message": "anyone there tomorrow?"})
-    drain()
-    threads = livechat.chats[session.chat_id]["threads"]
-    assert len(threads) == 2 and threads[-1]["active"]
-    assert [e["text"] for e in threads[-1]["events"] if e["type"] == "message"] == [
-        "anyone there tomorrow?"
-    ]
 
 
 def test_the_users_words_are_part_of_the_conversation_not_an_internal_note(api, livechat, drain):
