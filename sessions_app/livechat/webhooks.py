@@ -42,8 +42,8 @@ class LiveChatEvent:
     agent_name: str = ""
     customer_ids: tuple[str, ...] = ()
     queue_position: int | None = None
-    # An incoming_event's `created_at`; for events_marked_as_seen, `seen_up_to`.
-    said_at: datetime | None = None
+    said_at: datetime | None = None  # an incoming_event's `created_at`
+    seen_up_to: datetime | None = None  # events_marked_as_seen's
     file: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -184,7 +184,7 @@ def _parse_v36(body: dict[str, Any]) -> LiveChatEvent:
             **common,
             chat_id=str(payload.get("chat_id", "")),
             author_id=str(payload.get("user_id", "")),
-            said_at=_datetime(payload.get("seen_up_to")),
+            seen_up_to=_datetime(payload.get("seen_up_to")),
         )
     return LiveChatEvent(kind="other", **common, chat_id=str(payload.get("chat_id", "")))
 

@@ -144,12 +144,12 @@ def _agent_saw(session: ChatSession, event: LiveChatEvent) -> str:
     LiveChat's within the time a request takes to reach it)."""
     if event.author_id == session.customer_id:
         return "own event"
-    if session.route_to_user != Message.Route.LINE_PUSH or event.said_at is None:
+    if session.route_to_user != Message.Route.LINE_PUSH or event.seen_up_to is None:
         return "recorded"
     seen = session.messages.filter(
         direction=Message.Direction.TO_AGENT,
         status=Message.Status.SENT,
-        attempted_at__lte=event.said_at,
+        attempted_at__lte=event.seen_up_to,
         payload__line_message__has_key="markAsReadToken",
     )
     marked = session.messages.filter(kind=Kind.READ).order_by("-id").first()
