@@ -333,43 +333,33 @@ def test_at_lines_monthly_limit_replies_wait_and_the_operator_is_told_why(line, 
     assert "outbox line_push" not in status.getvalue()
 
 
-def test_push_timeout_is_retried_with_the_same_key_and_delivered_once(
-    line, livechat, drain, settings
+@pytest.mark.parametrize("texts", [["slow push"], ["one", "two"]], ids=["one", "batch"])
+def test_a_push_whose_answer_timed_out_is_retried_whole_with_its_key_and_delivered_once(
+    line, livechat, drain, settings, texts
 ):
+    # LINE took the push but its answer was lost: the retry must be the same request under the
+    # same key, not the head alone (which would send the second message again).
     line.post_events([text_event(USER, "hi")])
     drain()
     settings.VENDOR_TIMEOUT = (1.0, 0.3)
     line.slow("/v2/bot/message/push", 1.0)
-    livechat.agent_says(session_of().chat_id, "slow push")
-    drain()
-    assert line.texts_for(USER) == ["slow push"]
-    keys = [c.headers["x-line-retry-key"] for c in line.calls_to("/v2/bot/message/push")]
-    assert len(keys) == 2 and len(set(keys)) == 1
-    assert [c.status for c in line.calls_to("/v2/bot/message/push")][-1] == 409
-    # The 409 lists the messages LINE sent the first time: the row keeps their id as if the
-    # first answer had come.
-    _, sent = line.accepted_retry_keys[keys[0]]
-    row = Message.objects.get(body="slow push")
-    assert row.status == Message.Status.SENT and row.line_message_id == sent[0]["id"]
-
-
-def test_a_batch_whose_push_timed_out_is_retried_whole_and_delivered_once(
-    line, livechat, drain, settings
-):
-    # LINE took the push of two messages but its answer was lost: the retry must be the same
-    # request under the same key, not the head alone (which would send the second one again).
-    line.post_events([text_event(USER, "hi")])
-    drain()
-    settings.VENDOR_TIMEOUT = (1.0, 0.3)
-    line.slow("/v2/bot/message/push", 1.0)
-    livechat.agent_says(session_of().chat_id, "one")
-    livechat.agent_says(session_of().chat_id, "two")
+    for text in texts:
+        livechat.agent_says(session_of().chat_id, text)
     drain()
     time.sleep(1.0)  # let the slow answer finish on the fake's side
-    assert line.texts_for(USER) == ["one", "two"]
+    assert line.texts_for(USER) == texts
     pushes = line.calls_to("/v2/bot/message/push")
-    assert [len(c.body["messages"]) for c in pushes] == [2, 2]
+    assert [len(c.body["messages"]) for c in pushes] == [len(texts)] * 2
+    keys = [c.headers["x-line-retry-key"] for c in pushes]
+    assert len(set(keys)) == 1
     assert [c.status for c in pushes][-1] == 409
+    # The 409 lists the messages LINE sent the first time: each row keeps its id as if the first
+    # answer had come.
+    _, sent = line.accepted_retry_keys[keys[0]]
+    rows = Message.objects.filter(body__in=texts).order_by("id")
+    assert [(r.status, r.line_message_id) for r in rows] == [
+        (Message.Status.SENT, m["id"]) for m in sent
+    ]
 
 
 @pytest.mark.parametrize("status", [401, 403])
