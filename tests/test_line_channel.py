@@ -168,6 +168,14 @@ def test_the_fake_line_refuses_what_line_refuses(line):
     assert requests.post(url, data=json.dumps(push), headers=plain, timeout=5).status_code == 415
     assert requests.post(url, json=push, timeout=5).status_code == 401
     assert requests.post(url, json=push, headers=auth, timeout=5).status_code == 200
+    button = {"type": "action", "action": {"type": "message", "label": "x" * 21, "text": "x"}}
+    quick = {
+        **push,
+        "messages": [{"type": "text", "text": "hi", "quickReply": {"items": [button]}}],
+    }
+    answer = requests.post(url, json=quick, headers=auth, timeout=5)
+    assert answer.status_code == 400
+    assert answer.json()["details"][0]["property"] == "messages[0].quickReply.items[0].action.label"
     # Content is on the data host only.
     line.contents["1"] = (b"x", "image/jpeg")
     content = "/v2/bot/message/1/content"
@@ -465,6 +473,71 @@ def test_an_agents_rich_message_reaches_the_user_as_its_words(line, livechat, dr
     assert line.texts_for(USER) == [
         "Opening hours\nMon-Fri 9:00-18:00\n- Book a visit: https://example.com/book\n- Talk to us"
     ]
+
+
+def test_an_agents_quick_replies_are_buttons_the_user_taps_to_answer(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    long_answer = "Another question about my order"  # 31 characters: too long for a label
+    buttons = [
+        {"text": "Yes", "type": "message", "value": "yes", "postback_id": "p1", "user_ids": []},
+        {"text": "No, I need more help", "type": "message", "value": "no"},  # 20: fits
+        {"text": "Read the FAQ", "type": "url", "value": "https://example.com/faq"},
+        {"text": long_answer, "type": "message", "value": "more"},
+        {"text": "Yes", "type": "message", "value": "yes-again"},
+    ]
+    livechat.agent_sends_rich_message(
+        session_of().chat_id,
+        [{"title": "Did that answer it?", "buttons": buttons}],
+        template_id="quick_replies",
+    )
+    drain()
+    [message] = line.received[USER]
+    # The options stay in the text too: LINE for PC shows no quick replies.
+    assert message["text"].startswith("Did that answer it?\n- Yes\n- No, I need more help\n")
+    assert [item["action"] for item in message["quickReply"]["items"]] == [
+        {"type": "message", "label": "Yes", "text": "Yes"},
+        {"type": "message", "label": "No, I need more help", "text": "No, I need more help"},
+        {"type": "message", "label": "Another question ab…", "text": long_answer},
+    ]
+    # A tap makes LINE send the button's text as the user's message, which reaches the agent.
+    line.post_events([text_event(USER, long_answer)])
+    drain()
+    assert chat_texts(livechat, session_of())[-1] == long_answer
+
+
+def test_quick_replies_go_with_a_long_messages_last_part_at_most_13_each_one_line_can_send(
+    line, livechat, drain
+):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    buttons = [{"text": "x" * 301, "type": "message"}]  # more than a tap may send
+    buttons += [{"text": f"Option {n}", "type": "message"} for n in range(1, 16)]
+    livechat.agent_sends_rich_message(
+        session_of().chat_id,
+        [{"title": "a" * 6000, "buttons": buttons}],
+        template_id="quick_replies",
+    )
+    drain()
+    first, last = line.received[USER]
+    assert "quickReply" not in first
+    labels = [item["action"]["label"] for item in last["quickReply"]["items"]]
+    assert labels == [f"Option {n}" for n in range(1, 14)]
+
+
+def test_an_agents_quick_replies_reach_a_json_api_user_as_the_words_alone(api, livechat, drain):
+    api.call("/init", {"line_id": "U-api"})
+    session = ChatSession.objects.get(line_id="U-api")
+    drain()
+    livechat.agent_sends_rich_message(
+        session.chat_id,
+        [{"title": "Pick one", "buttons": [{"text": "Yes", "type": "message"}]}],
+        template_id="quick_replies",
+    )
+    assert api.call("/messages", {"line_id": "U-api", "wait": 2}) == {
+        "type": "message",
+        "message": "Pick one\n- Yes",
+    }
 
 
 def test_each_agent_message_of_a_push_keeps_its_own_line_message_id(line, livechat, drain):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -36,6 +37,11 @@ MAX_MESSAGES_PER_REQUEST = 5
 # should be at most 1 MB; callers choose a thumbnail where they have one.)
 MAX_IMAGE_BYTES = 10_000_000
 MAX_URL_LENGTH = 2000
+# Quick reply buttons: at most 13 to a message; a label of at most 20 characters (counted here in
+# UTF-16 units, the stricter reading), and at most 300 in the text a tap sends.
+MAX_QUICK_REPLIES = 13
+MAX_QUICK_REPLY_LABEL = 20
+MAX_QUICK_REPLY_TEXT = 300
 IMAGE_CONTENT_TYPES = frozenset({"image/jpeg", "image/png"})
 
 
@@ -76,8 +82,24 @@ def split_text(text: str, limit: int = MAX_TEXT_UNITS) -> list[str]:
     return pieces
 
 
-def text_messages(text: str) -> list[dict[str, str]]:
+def text_messages(text: str) -> list[dict[str, Any]]:
     return [{"type": "text", "text": piece} for piece in split_text(text)]
+
+
+def quick_reply(texts: Sequence[str]) -> dict[str, Any] | None:
+    """LINE's quick reply buttons that each send their own text when tapped; a text LINE would
+    refuse to send is left out, a label too long is shortened."""
+    items = []
+    for text in texts:
+        if not text or utf16_units(text) > MAX_QUICK_REPLY_TEXT:
+            continue
+        label = text
+        if utf16_units(label) > MAX_QUICK_REPLY_LABEL:
+            label = split_text(label, MAX_QUICK_REPLY_LABEL - 1)[0] + "…"
+        items.append(
+            {"type": "action", "action": {"type": "message", "label": label, "text": text}}
+        )
+    return {"items": items[:MAX_QUICK_REPLIES]} if items else None
 
 
 def image_message(original_url: str, preview_url: str) -> dict[str, str]:

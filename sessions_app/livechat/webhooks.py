@@ -44,6 +44,8 @@ class LiveChatEvent:
     queue_position: int | None = None
     said_at: datetime | None = None  # an incoming_event's `created_at`
     seen_up_to: datetime | None = None  # events_marked_as_seen's
+    # A rich message's buttons that answer with their own words (`type: message`), in order.
+    quick_replies: tuple[str, ...] = ()
     file: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -91,6 +93,21 @@ def rich_message_text(event: dict[str, Any]) -> str:
     return "\n".join(lines) or "[rich message]"
 
 
+def rich_message_replies(event: dict[str, Any]) -> tuple[str, ...]:
+    """The words of a rich message's buttons that answer with them (`type: message`): what a
+    customer tapping one says in LiveChat's own widget. Each once, in order."""
+    replies: dict[str, None] = {}
+    elements = event.get("elements")
+    for element in elements if isinstance(elements, list) else []:
+        buttons = element.get("buttons") if isinstance(element, dict) else None
+        for button in buttons if isinstance(buttons, list) else []:
+            if isinstance(button, dict) and button.get("type") == "message":
+                text = str(button.get("text") or "").strip()
+                if text:
+                    replies[text] = None
+    return tuple(replies)
+
+
 def _digest(value: Any) -> str:
     canonical = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:40]
@@ -112,10 +129,12 @@ def _parse_v36(body: dict[str, Any]) -> LiveChatEvent:
         event_type = str(event.get("type", ""))
         kind = event_type if event_type in {"message", "file", "system_message"} else "other"
         text = event.get("text", "")
+        quick_replies: tuple[str, ...] = ()
         if event_type == "rich_message":
-            # Cards and quick replies from an agent or a bot: their words, as a text, since the
-            # bridge has nothing that could bring a tapped button back to LiveChat.
+            # Cards and quick replies from an agent or a bot: their words, as a text. The buttons
+            # that answer with their own words can also be offered as LINE's quick replies.
             kind, text = "message", rich_message_text(event)
+            quick_replies = rich_message_replies(event)
         return LiveChatEvent(
             kind=kind,
             **{
@@ -130,6 +149,7 @@ def _parse_v36(body: dict[str, Any]) -> LiveChatEvent:
             custom_id=str(event.get("custom_id", "")),
             event_id=str(event.get("id", "")),
             text=str(text),
+            quick_replies=quick_replies,
             said_at=_datetime(event.get("created_at")),
             file={
                 k: event[k]

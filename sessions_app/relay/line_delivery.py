@@ -26,7 +26,11 @@ def line_messages_for(message: Message) -> list[dict[str, Any]]:
         image = media.line_image(message.payload)
         if image is not None:
             return [image]
-    return line_client.text_messages(message.body)[: line_client.MAX_MESSAGES_PER_REQUEST]
+    messages = line_client.text_messages(message.body)[: line_client.MAX_MESSAGES_PER_REQUEST]
+    quick_reply = line_client.quick_reply(message.payload.get("quick_replies") or ())
+    if quick_reply is not None:
+        messages[-1]["quickReply"] = quick_reply
+    return messages
 
 
 def push_batch(rows: Sequence[Message]) -> list[Message]:

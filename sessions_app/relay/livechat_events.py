@@ -87,6 +87,10 @@ def _apply(event: LiveChatEvent) -> str:
                 {"kind": Kind.TEXT, "text": text, **said}
                 for text in _pushable_parts(session, event.text)
             ]
+            if event.quick_replies and session.route_to_user == Message.Route.LINE_PUSH:
+                # Offered with the message's last part: LINE shows the quick replies of the last
+                # message it received, and a tap says the button's words, as in LiveChat's widget.
+                rows[-1]["payload"] = {"quick_replies": list(event.quick_replies)}
         else:
             name = event.file.get("name") or "file"
             text = f"{name} {event.file.get('url', '')}".strip()

@@ -61,6 +61,19 @@ MAX_TEXT_UTF16 = 5000
 MAX_MESSAGES = 5
 MAX_BODY_BYTES = 2 * 1024 * 1024
 MAX_URL_LENGTH = 2000
+MAX_QUICK_REPLY_ITEMS = 13
+MAX_QUICK_REPLY_LABEL = 20
+MAX_QUICK_REPLY_TEXT = 300
+QUICK_REPLY_ACTIONS = (
+    "message",
+    "postback",
+    "uri",
+    "datetimepicker",
+    "camera",
+    "cameraRoll",
+    "location",
+    "clipboard",
+)
 
 MESSAGE_TYPES = (
     "text",
@@ -230,9 +243,46 @@ def _required(message: dict[str, Any], fields: tuple[str, ...], prop: str) -> li
     ]
 
 
+def _quick_reply_errors(quick_reply: Any, prop: str) -> list[dict[str, str]]:
+    """LINE's quick reply: 1 to 13 buttons; a message action's label 1 to 20 characters, its
+    text 1 to 300."""
+    items = quick_reply.get("items") if isinstance(quick_reply, dict) else None
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_QUICK_REPLY_ITEMS:
+        size = f"Size must be between 1 and {MAX_QUICK_REPLY_ITEMS}"
+        return [{"message": size, "property": f"{prop}.items"}]
+    errors = []
+    for i, item in enumerate(items):
+        where = f"{prop}.items[{i}]"
+        action = item.get("action") if isinstance(item, dict) else None
+        if not isinstance(item, dict) or item.get("type") != "action":
+            errors.append(
+                {
+                    "message": "Must be one of the following values: [action]",
+                    "property": f"{where}.type",
+                }
+            )
+        elif not isinstance(action, dict) or action.get("type") not in QUICK_REPLY_ACTIONS:
+            errors.append({"message": "must be a valid action", "property": f"{where}.action"})
+        elif action["type"] == "message":
+            for field, limit in (("label", MAX_QUICK_REPLY_LABEL), ("text", MAX_QUICK_REPLY_TEXT)):
+                value = action.get(field)
+                if not isinstance(value, str) or not 1 <= _utf16_len(value) <= limit:
+                    errors.append(
+                        {
+                            "message": f"Length must be between 1 and {limit}",
+                            "property": f"{where}.action.{field}",
+                        }
+                    )
+    return errors
+
+
 def _message_errors(message: Any, prop: str) -> list[dict[str, str]]:
     if not isinstance(message, dict):
         return [{"message": "must be an object", "property": prop}]
+    if "quickReply" in message:
+        errors = _quick_reply_errors(message["quickReply"], f"{prop}.quickReply")
+        if errors:
+            return errors
     kind = message.get("type")
     if kind not in MESSAGE_TYPES:
         # "file" lands here too: LINE has no file message for bots to send.
