@@ -172,8 +172,8 @@ def user_says(request: HttpRequest) -> JsonResponse:
 
 @require_POST
 def agent_acts(request: HttpRequest) -> JsonResponse:
-    """The agent answers, sends an image, joins, sees or ends the chat, in the LiveChat
-    stand-in, which posts the matching webhook to the bridge."""
+    """The agent answers, offers choices, sends an image, joins, sees or ends the chat, in the
+    LiveChat stand-in, which posts the matching webhook to the bridge."""
     sandbox = _sandbox()
     data = _body(request)
     chat_id = str(data.get("chat_id", ""))
@@ -193,6 +193,20 @@ def agent_acts(request: HttpRequest) -> JsonResponse:
                 name="welcome.png",
                 content_type="image/png",
                 size=len(SAMPLE_PNG),
+            )
+        elif action == "choices":
+            envelope = sandbox.livechat.agent_sends_rich_message(
+                chat_id,
+                [
+                    {
+                        "title": "Did that answer your question?",
+                        "buttons": [
+                            {"text": text, "type": "message", "value": text, "user_ids": []}
+                            for text in ("Yes, thanks", "No, I have another question")
+                        ],
+                    }
+                ],
+                template_id="quick_replies",
             )
         elif action == "join":
             envelope = sandbox.livechat.agent_joins(chat_id)

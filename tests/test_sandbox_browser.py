@@ -122,6 +122,13 @@ def test_round_trip_in_the_browser(sandbox, capsys):
             expect(page.locator("#user-log")).to_contain_text(
                 "Hi! I'm looking into it now.", timeout=20_000
             )
+            # The agent offers choices: LINE shows them as quick replies, and a tap answers.
+            page.click("#agent-choices")
+            choice = page.locator("#quick-replies button", has_text="Yes, thanks")
+            choice.click(timeout=20_000)
+            customer_said = page.locator("#agent-log .theirs").last
+            expect(customer_said).to_have_text("Yes, thanks", timeout=20_000)
+            expect(page.locator("#quick-replies button")).to_have_count(0)
 
             # LINE fails: the agent's next answers wait in the outbox, then arrive once, in order.
             page.click('[data-fault="line"][data-kind="500"]')
