@@ -463,15 +463,19 @@ def test_an_agents_rich_message_reaches_the_user_as_its_words(line, livechat, dr
     card = {
         "title": "Opening hours",
         "subtitle": "Mon-Fri 9:00-18:00",
+        "image": {"url": "https://cdn.example.com/shop.png", "name": "shop.png"},
         "buttons": [
             {"text": "Book a visit", "type": "url", "value": "https://example.com/book"},
             {"text": "Talk to us", "type": "message", "value": "talk"},
         ],
     }
-    livechat.agent_sends_rich_message(session_of().chat_id, [card])
+    picture_only = {"image": {"url": "https://cdn.example.com/map.png"}}
+    livechat.agent_sends_rich_message(session_of().chat_id, [card, picture_only])
     drain()
     assert line.texts_for(USER) == [
-        "Opening hours\nMon-Fri 9:00-18:00\n- Book a visit: https://example.com/book\n- Talk to us"
+        "Opening hours\nMon-Fri 9:00-18:00\nhttps://cdn.example.com/shop.png\n"
+        "- Book a visit: https://example.com/book\n- Talk to us\n"
+        "https://cdn.example.com/map.png"
     ]
 
 

@@ -77,14 +77,17 @@ def parse(body: Any) -> LiveChatEvent:
 
 
 def rich_message_text(event: dict[str, Any]) -> str:
-    """A rich message's titles, subtitles and buttons, one per line (a link button with its
-    address)."""
+    """A rich message's titles, subtitles, images' addresses and buttons, one per line (a link
+    button with its address)."""
     lines: list[str] = []
     elements = event.get("elements")
     for element in elements if isinstance(elements, list) else []:
         if not isinstance(element, dict):
             continue
         lines += [str(element[k]) for k in ("title", "subtitle") if element.get(k)]
+        image = element.get("image")
+        if isinstance(image, dict) and isinstance(image.get("url"), str) and image["url"]:
+            lines.append(image["url"])
         buttons = element.get("buttons")
         for button in buttons if isinstance(buttons, list) else []:
             if isinstance(button, dict) and button.get("text"):
