@@ -611,14 +611,28 @@ def test_worker_killed_mid_push_delivers_once_after_restart(line, livechat, drai
 
 
 def test_unfollow_ends_the_open_chat(line, livechat, drain):
+    livechat.echo_customer_events = True  # the end comes back as a webhook, as LiveChat sends it
     line.post_events([text_event(USER, "hi")])
     drain()
     session = session_of()
+    pushed = len(line.calls_to("/v2/bot/message/push"))
+    line.blocked(USER)
     line.post_events([unfollow_event(USER)])
     drain()
     assert not livechat.chats[session.chat_id]["threads"][-1]["active"]
+    # The agent is told why, before the chat ends.
+    assert chat_texts(livechat, session) == [
+        "hi",
+        "[unfollow] The user blocked the LINE account: answers here no longer reach them.",
+    ]
     session.refresh_from_db()
     assert session.state == ChatSession.State.ENDED
+    # No "chat ended" notice is pushed to a user who has blocked the account.
+    assert len(line.calls_to("/v2/bot/message/push")) == pushed
+    # Blocked again after an agent ended the chat: nothing more reaches LiveChat.
+    line.post_events([unfollow_event(USER)])
+    drain()
+    assert len(chat_texts(livechat, session)) == 2
 
 
 def test_a_reply_waiting_for_a_retry_when_the_user_blocks_is_dropped(

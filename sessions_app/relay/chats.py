@@ -97,11 +97,14 @@ def user_open_chat(
     return True
 
 
-def record_chat(session: ChatSession, chat_id_before: str, thread_id_before: str) -> None:
+def record_chat(
+    session: ChatSession, chat_id_before: str, thread_id_before: str, *, reopen: bool = True
+) -> None:
     """Keep the chat and thread a message went to, or /init opened (`session`'s, against what
-    they were before). Written only when they changed, and the state opened only from new or
-    ended, and not when this thread's end has come meanwhile: webhooks may have changed the state
-    while LiveChat answered (an `incoming_chat` says queued or with-agent)."""
+    they were before). Written only when they changed, and the state opened (unless not to
+    `reopen`) only from new or ended, and not when this thread's end has come meanwhile: webhooks
+    may have changed the state while LiveChat answered (an `incoming_chat` says queued or
+    with-agent)."""
     updates: dict[str, Any] = {}
     if session.chat_id != chat_id_before:
         updates["chat_id"] = session.chat_id
@@ -115,9 +118,13 @@ def record_chat(session: ChatSession, chat_id_before: str, thread_id_before: str
     ended = session.thread_id and (
         session.messages.filter(kind=Kind.END, livechat_thread_id=session.thread_id).exists()
     )
-    if not ended and ChatSession.objects.filter(
-        pk=session.pk, state__in=[State.NEW, State.ENDED]
-    ).update(state=State.OPEN, updated_at=now):
+    if (
+        reopen
+        and not ended
+        and ChatSession.objects.filter(pk=session.pk, state__in=[State.NEW, State.ENDED]).update(
+            state=State.OPEN, updated_at=now
+        )
+    ):
         session.state = State.OPEN
     if "chat_id" in updates:
         apply_parked(session)

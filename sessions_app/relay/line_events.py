@@ -18,6 +18,9 @@ logger = logging.getLogger(__name__)
 State = ChatSession.State
 Kind = Message.Kind
 
+# What the agent reads, as the customer's last message, when a LINE user blocks the account.
+UNFOLLOW_NOTE = "[unfollow] The user blocked the LINE account: answers here no longer reach them."
+
 
 def apply_line_inbox(limit: int = 10) -> int:
     """Apply up to `limit` LINE events waiting in the inbox, oldest first, in one transaction;
@@ -160,6 +163,15 @@ def _apply_line(event: LineEvent, unsent_before_they_came: set[str]) -> str:
         # only reach them, out of place, if they unblock.
         cancel_waiting(session, Message.Route.LINE_PUSH, "the user blocked the account")
         if session.state != State.ENDED:
+            if session.chat_id:
+                # Else the agent sees only that the customer left, not that an answer given
+                # elsewhere (a call, an email) is now the only way to reach them.
+                user_said(
+                    session=session,
+                    text=UNFOLLOW_NOTE,
+                    kind=Kind.OTHER,
+                    source_event_id=event.event_id,
+                )
             user_closed(session=session)
         return "closed: unfollowed"
     return f"ignored: {event.type}"
