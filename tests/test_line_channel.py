@@ -660,6 +660,29 @@ def test_a_reply_waiting_for_a_retry_when_the_user_blocks_is_dropped(
     )
 
 
+def test_a_users_reply_to_an_earlier_message_shows_the_agent_which_one(line, livechat, drain):
+    question = text_event(USER, "Where is my order?")
+    line.post_events([question])
+    drain()
+    answer = "It ships on Monday 14 December from our Osaka warehouse, by express courier."
+    livechat.agent_says(session_of().chat_id, answer)
+    drain()
+    answer_id = Message.objects.get(body=answer).line_message_id
+    assert answer_id  # from LINE's answer to the push
+    # In LINE the user long-presses a message and replies to it; LINE says which one it was.
+    line.post_events([text_event(USER, "Great, thanks", message={"quotedMessageId": answer_id})])
+    own = {"quotedMessageId": question["message"]["id"]}
+    line.post_events([text_event(USER, "Still there?", message=own)])
+    line.post_events([text_event(USER, "And this?", message={"quotedMessageId": "1" * 18})])
+    drain()
+    assert chat_texts(livechat, session_of())[-3:] == [
+        "[reply to “It ships on Monday 14 December from our Osaka warehouse, by…”]\n"
+        "Great, thanks",
+        "[reply to “Where is my order?”]\nStill there?",
+        "[reply to an earlier message]\nAnd this?",  # older than the bridge's record
+    ]
+
+
 def test_a_postback_as_a_users_first_action_opens_the_chat(line, livechat, drain):
     line.post_events([base_event("postback", USER, postback={"data": "action=contact_support"})])
     drain()

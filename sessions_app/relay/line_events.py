@@ -82,6 +82,26 @@ def _inbox_head(limit: int) -> list[InboundEvent]:
     return list(_line_inbox_waiting().select_for_update().order_by("id")[:limit])
 
 
+# How much of a quoted message the agent sees in front of the reply to it.
+QUOTE_SHOWN = 60
+
+
+def _with_quote(session: ChatSession, message: dict[str, object], text: str) -> str:
+    """The user's reply to an earlier message (LINE's `quotedMessageId`), with which one it
+    answers in front: customers' events in LiveChat cannot quote, so the agent would read an
+    answer without its question."""
+    quoted_id = message.get("quotedMessageId")
+    if not quoted_id:
+        return text
+    quoted = session.messages.filter(line_message_id=str(quoted_id)).first()
+    if quoted is None or not quoted.body:
+        return f"[reply to an earlier message]\n{text}"
+    words = " ".join(quoted.body.split())
+    if len(words) > QUOTE_SHOWN:
+        words = words[: QUOTE_SHOWN - 1] + "…"
+    return f"[reply to “{words}”]\n{text}"
+
+
 def _by_timestamp(records: list[InboundEvent]) -> list[InboundEvent]:
     """LINE keeps no order between deliveries: the events taken together go by their timestamp
     (a stable sort, so arrival order breaks ties)."""
@@ -106,7 +126,7 @@ def _apply_line(event: LineEvent, unsent_before_they_came: set[str]) -> str:
         line_message_id = str(event.message.get("id", ""))
         message = user_said(
             session=session,
-            text=event.readable_text(),
+            text=_with_quote(session, event.message, event.readable_text()),
             kind=kind,
             payload={"line_message": event.message},
             source_event_id=event.event_id,
