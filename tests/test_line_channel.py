@@ -675,11 +675,14 @@ def test_a_users_reply_to_an_earlier_message_shows_the_agent_which_one(line, liv
     line.post_events([text_event(USER, "Still there?", message=own)])
     line.post_events([text_event(USER, "And this?", message={"quotedMessageId": "1" * 18})])
     drain()
-    assert chat_texts(livechat, session_of())[-3:] == [
-        "[reply to “It ships on Monday 14 December from our Osaka warehouse, by…”]\n"
-        "Great, thanks",
+    reply = Message.objects.get(body__endswith="Still there?").line_message_id
+    line.post_events([text_event(USER, "Hello?", message={"quotedMessageId": reply})])
+    drain()
+    assert chat_texts(livechat, session_of())[-4:] == [
+        "[reply to “It ships on Monday 14 December from our Osaka warehouse, by…”]\nGreat, thanks",
         "[reply to “Where is my order?”]\nStill there?",
         "[reply to an earlier message]\nAnd this?",  # older than the bridge's record
+        "[reply to “Still there?”]\nHello?",  # not to the quote inside it
     ]
 
 

@@ -96,7 +96,10 @@ def _with_quote(session: ChatSession, message: dict[str, object], text: str) -> 
     quoted = session.messages.filter(line_message_id=str(quoted_id)).first()
     if quoted is None or not quoted.body:
         return f"[reply to an earlier message]\n{text}"
-    words = " ".join(quoted.body.split())
+    body = quoted.body
+    if body.startswith("[reply to ") and "\n" in body:
+        body = body.split("\n", 1)[1]  # a reply to a reply: only its own words
+    words = " ".join(body.split())
     if len(words) > QUOTE_SHOWN:
         words = words[: QUOTE_SHOWN - 1] + "…"
     return f"[reply to “{words}”]\n{text}"
