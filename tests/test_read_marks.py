@@ -3,9 +3,11 @@ events_marked_as_seen webhook, then LINE's markAsRead with the token of the newe
 
 from __future__ import annotations
 
+from django.utils import timezone
+
 from sessions_app import delivery
 from sessions_app.models import ChatSession, InboundEvent, Message
-from tests.fakes.line import text_event
+from tests.fakes.line import text_event, unfollow_event
 
 USER = "U" + "5" * 32
 MARK_AS_READ = "/v2/bot/chat/markAsRead"
@@ -73,6 +75,23 @@ def test_a_read_mark_waits_for_line_without_holding_up_the_agents_reply(line, li
     assert marked_read(line) == [newer]  # once, when LINE is back: it covers the older mark
     marks = Message.objects.filter(kind=Message.Kind.READ)
     assert [m.status for m in marks] == [Message.Status.SENT] * 2
+
+
+def test_a_read_mark_waiting_for_line_when_the_user_blocks_is_dropped(line, livechat, drain):
+    said(line, drain, "hello?")
+    chat_id = ChatSession.objects.get(line_id=USER).chat_id
+    line.fail(MARK_AS_READ, status=500, times=1)
+    livechat.agent_sees(chat_id)
+    delivery.run_once((Message.Route.LINE_READ,))  # LINE fails: the mark waits for a retry
+    line.post_events([unfollow_event(USER)])
+    Message.objects.filter(status=Message.Status.PENDING).update(next_attempt_at=timezone.now())
+    drain()
+    assert marked_read(line) == []  # nothing a blocked user could see
+    mark = Message.objects.get(kind=Message.Kind.READ)
+    assert (mark.status, mark.last_error) == (
+        Message.Status.CANCELLED,
+        "the user blocked the account",
+    )
 
 
 def test_a_read_mark_line_refuses_is_recorded_and_the_next_one_goes(line, livechat, drain):

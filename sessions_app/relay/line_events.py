@@ -184,7 +184,8 @@ def _apply_line(event: LineEvent, unsent_before_they_came: set[str]) -> str:
     if event.type == "unfollow":
         # LINE delivers no push to a user who blocked the account; what waits for a retry would
         # only reach them, out of place, if they unblock.
-        cancel_waiting(session, Message.Route.LINE_PUSH, "the user blocked the account")
+        for route in (Message.Route.LINE_PUSH, Message.Route.LINE_READ):
+            cancel_waiting(session, route, "the user blocked the account")
         if session.state != State.ENDED:
             if session.chat_id:
                 # Else the agent sees only that the customer left, not that an answer given
