@@ -24,7 +24,8 @@ ACCESS_TOKEN = "dal:agent-access-token-never-shown-0002"
 REFRESH_TOKEN = "dal:agent-refresh-token-never-shown-0003"
 WEBHOOK_SECRET = "webhook-secret-never-shown-0004"
 REPLY_TOKEN = "line-reply-token-never-shown-0005"
-SECRETS = (CUSTOMER_TOKEN, ACCESS_TOKEN, REFRESH_TOKEN, WEBHOOK_SECRET, REPLY_TOKEN)
+FIELD_TOKEN = "session-field-token-never-shown-0006"
+SECRETS = (CUSTOMER_TOKEN, ACCESS_TOKEN, REFRESH_TOKEN, WEBHOOK_SECRET, REPLY_TOKEN, FIELD_TOKEN)
 
 
 @pytest.fixture
@@ -70,7 +71,12 @@ def transcript(db) -> ChatSession:
         source=InboundEvent.Source.LIVECHAT,
         event_id="evt-livechat-1",
         event_type="incoming_event",
-        payload={"secret_key": WEBHOOK_SECRET, "action": "incoming_event", "payload": {}},
+        payload={
+            "secret_key": WEBHOOK_SECRET,
+            "action": "incoming_event",
+            # A list of objects, as LiveChat's session_fields are: masked inside lists too.
+            "payload": {"session_fields": [{"name": "Hanako"}, {"api_token": FIELD_TOKEN}]},
+        },
         outcome="relayed",
     )
     InboundEvent.objects.create(
@@ -122,6 +128,27 @@ def test_session_list_shows_the_columns_and_counts(admin_client, transcript):
     assert '<td class="field-failed">1</td>' in html
 
 
+def test_session_list_counts_each_sessions_own_waiting_and_failed_messages(
+    admin_client, transcript
+):
+    other = ChatSession.objects.create(line_id="Uother", display_name="Jiro")
+    for status in ["pending"] * 2 + ["failed"] * 3 + ["sent"]:
+        Message.objects.create(
+            session=other,
+            direction=Message.Direction.TO_USER,
+            route=Message.Route.LINE_PUSH,
+            status=status,
+        )
+    html = admin_client.get(reverse("admin:sessions_app_chatsession_changelist")).content.decode()
+    rows = {
+        name: row for row in html.split("<tr")[1:] for name in ("Hanako", "Jiro") if name in row
+    }
+    assert '<td class="field-waiting">2</td>' in rows["Jiro"]
+    assert '<td class="field-failed">3</td>' in rows["Jiro"]
+    assert '<td class="field-waiting">1</td>' in rows["Hanako"]
+    assert '<td class="field-failed">1</td>' in rows["Hanako"]
+
+
 @pytest.mark.parametrize("term", ["U0123456789abcdef", "hanako", "cust-42", "CHAT42"])
 def test_session_search(admin_client, transcript, term):
     ChatSession.objects.create(line_id="Uother", display_name="Someone else")
@@ -131,6 +158,8 @@ def test_session_search(admin_client, transcript, term):
 
 def test_session_filters(admin_client, transcript):
     url = reverse("admin:sessions_app_chatsession_changelist")
+    sidebar = admin_client.get(url).context["cl"].filter_specs
+    assert [str(spec.title) for spec in sidebar] == ["state", "delivery mode"]
     assert admin_client.get(url, {"state__exact": "with_agent"}).context["cl"].result_count == 1
     assert admin_client.get(url, {"state__exact": "ended"}).context["cl"].result_count == 0
     assert admin_client.get(url, {"delivery_mode__exact": "push"}).context["cl"].result_count == 1
@@ -171,10 +200,33 @@ def test_editing_a_session_changes_only_its_labels(admin_client, transcript):
     assert transcript.customer_token == CUSTOMER_TOKEN
 
 
-def test_failed_deliveries_filter(admin_client, transcript):
+@pytest.mark.parametrize(
+    ("choice", "bodies"),
+    [
+        ("failed", ["an answer that could not be pushed"]),
+        ("retrying", ["refused once, tried again later"]),
+        ("pending", ["refused once, tried again later", "welcome"]),
+        ("sent", ["first words from Hanako"]),
+        ("cancelled", ["called off by /init"]),
+    ],
+)
+def test_delivery_filter(admin_client, transcript, choice, bodies):
+    for body, status, error in [
+        ("refused once, tried again later", "pending", "RetryableError: LINE HTTP 429"),
+        ("called off by /init", "cancelled", ""),
+    ]:
+        Message.objects.create(
+            session=transcript,
+            direction=Message.Direction.TO_USER,
+            route=Message.Route.LINE_PUSH,
+            body=body,
+            status=status,
+            attempts=1 if error else 0,
+            last_error=error,
+        )
     url = reverse("admin:sessions_app_message_changelist")
-    failed = admin_client.get(url, {"delivery": "failed"}).context["cl"].result_list
-    assert [m.body for m in failed] == ["an answer that could not be pushed"]
+    shown = admin_client.get(url, {"delivery": choice}).context["cl"].result_list
+    assert sorted(m.body for m in shown) == bodies
     assert "Failed deliveries" in admin_client.get(url).content.decode()
 
 
@@ -218,6 +270,45 @@ def test_a_viewer_cannot_retry(client, transcript):
     client.post(url, {"action": "retry_delivery", "_selected_action": [failed.pk]})
     failed.refresh_from_db()
     assert failed.status == Message.Status.FAILED
+
+
+def retry(admin_client, *messages: Message) -> list[tuple[str, str]]:
+    """Run the action on the messages; what the admin then says, and at which level."""
+    response = admin_client.post(
+        reverse("admin:sessions_app_message_changelist"),
+        {"action": "retry_delivery", "_selected_action": [m.pk for m in messages]},
+        follow=True,
+    )
+    return [(m.level_tag, str(m)) for m in response.context["messages"]]
+
+
+def history_of(admin_client, message: Message) -> str:
+    url = reverse("admin:sessions_app_message_history", args=[message.pk])
+    return admin_client.get(url).content.decode()
+
+
+def test_retrying_only_failed_messages_is_a_success_with_no_warning(admin_client, transcript):
+    failed = transcript.messages.get(status=Message.Status.FAILED)
+    assert retry(admin_client, failed) == [
+        ("success", "1 failed message(s) put back in the delivery queue.")
+    ]
+    failed.refresh_from_db()
+    assert failed.status == Message.Status.PENDING
+    assert "Retry delivery" in history_of(admin_client, failed)
+
+
+def test_retrying_messages_none_of_which_failed_warns_and_changes_nothing(admin_client, transcript):
+    sent = transcript.messages.get(status=Message.Status.SENT)
+    waiting = transcript.messages.get(status=Message.Status.PENDING)
+    assert retry(admin_client, sent, waiting) == [
+        ("warning", "0 failed message(s) put back in the delivery queue."),
+        ("warning", "2 selected message(s) had not failed and were left as is."),
+    ]
+    sent.refresh_from_db()
+    assert sent.status == Message.Status.SENT
+    # Their history does not claim a retry that did not happen.
+    assert "Retry delivery" not in history_of(admin_client, sent)
+    assert "Retry delivery" not in history_of(admin_client, waiting)
 
 
 def chat_texts(livechat, session: ChatSession) -> list[str]:
