@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from sessions_app.models import LiveChatCredential
+from sessions_app.models import ChatSession, LiveChatCredential, Message
 from tests.conftest import ROOT, process_environment
 from tests.fakes import livechat as fake_livechat
 
@@ -260,6 +260,44 @@ def test_bridge_status_says_what_is_missing_and_what_waits(api, livechat, settin
     assert "line: NOT configured: set LINE_CHANNEL_ACCESS_TOKEN" in output
     assert "livechat: configured" in output and "refused" not in output
     assert "outbox livechat: 1 waiting since" in output
+
+
+def test_bridge_status_counts_each_route_and_names_its_oldest_tried_rows_error(db):
+    session = ChatSession.objects.create(line_id="U1")
+    start = timezone.now().replace(microsecond=0) - timedelta(hours=1)
+    for minutes, route, status, error in [
+        (0, "livechat", "pending", ""),  # the oldest, not tried yet
+        (1, "livechat", "pending", "RetryableError: LiveChat HTTP 503 (the oldest tried)"),
+        (2, "livechat", "pending", "RetryableError: LiveChat HTTP 429 (a later one)"),
+        (3, "line_push", "pending", "RetryableError: LINE HTTP 429 monthly limit"),
+        (4, "line_push", "failed", "PermanentError: LINE HTTP 400"),
+        (5, "livechat", "failed", "PermanentError: LiveChat HTTP 422"),
+        (6, "livechat", "sent", ""),
+    ]:
+        Message.objects.create(
+            session=session,
+            direction="to_agent" if route == "livechat" else "to_user",
+            route=route,
+            status=status,
+            last_error=error,
+            created_at=start + timedelta(minutes=minutes),
+        )
+
+    lines = run("bridge_status").splitlines()
+
+    since = f"{start:%Y-%m-%d %H:%M:%S}"
+    assert (
+        f"outbox livechat: 3 waiting since {since}, the oldest tried one because: "
+        + ("RetryableError: LiveChat HTTP 503 (the oldest tried)")
+        in lines
+    )
+    since = f"{start + timedelta(minutes=3):%Y-%m-%d %H:%M:%S}"
+    assert (
+        f"outbox line_push: 1 waiting since {since}, the oldest tried one because: "
+        + ("RetryableError: LINE HTTP 429 monthly limit")
+        in lines
+    )
+    assert "2 message(s) failed for good (see the admin)" in lines
 
 
 def test_status_fails_when_nothing_is_configured(livechat, settings):
