@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from django.core.cache import cache
-from django.db import OperationalError
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 from django.views.debug import ExceptionReporter
 
@@ -207,6 +207,7 @@ def test_healthz_reports_credentials_configuration_and_outbox(client, settings, 
     make_message(session, Message.Route.LIVECHAT, Message.Status.PENDING, 5)
     make_message(session, Message.Route.LINE_PUSH, Message.Status.FAILED, 900)
     make_message(session, Message.Route.LIVECHAT, Message.Status.FAILED, 900)
+    make_message(session, Message.Route.LIVECHAT, Message.Status.FAILED, 60)
     make_message(session, Message.Route.LIVECHAT, Message.Status.SENT, 900)
 
     response = client.get("/healthz")
@@ -221,8 +222,8 @@ def test_healthz_reports_credentials_configuration_and_outbox(client, settings, 
     assert outbox["pending"] == {"livechat": 2, "line_push": 0, "line_read": 0, "api_pull": 0}
     assert 119 <= outbox["oldest_pending_seconds"]["livechat"] <= 125
     assert outbox["oldest_pending_seconds"]["line_push"] is None
-    assert outbox["failed"] == {"livechat": 1, "line_push": 1, "line_read": 0, "api_pull": 0}
-    assert outbox["failed_total"] == 2
+    assert outbox["failed"] == {"livechat": 2, "line_push": 1, "line_read": 0, "api_pull": 0}
+    assert outbox["failed_total"] == 3
     assert body["inbox"] == {"pending": 0, "oldest_pending_seconds": None}
     assert "dal:access" not in response.content.decode()
 
@@ -249,6 +250,15 @@ def test_healthz_livechat_credentials_states(client, settings, db):
 
     settings.LIVECHAT_REFRESH_TOKEN = "seed"
     assert client.get("/healthz").json()["livechat"]["credentials"] == "refresh_token"
+    settings.LIVECHAT_CLIENT_ID = "id"
+    settings.LIVECHAT_CLIENT_SECRET = "secret"
+    settings.LIVECHAT_ORGANIZATION_ID = "org"
+    assert client.get("/healthz").json()["livechat"]["usable"] is True
+    # A token is not enough: the token service needs the app's id and secret too.
+    settings.LIVECHAT_CLIENT_SECRET = ""
+    livechat = client.get("/healthz").json()["livechat"]
+    assert livechat["credentials"] == "refresh_token" and livechat["usable"] is False
+    settings.LIVECHAT_CLIENT_SECRET = "secret"
 
     settings.LIVECHAT_REFRESH_TOKEN = ""
     LiveChatCredential.objects.create(
@@ -270,6 +280,25 @@ def test_healthz_is_503_only_when_the_database_does_not_answer(client, monkeypat
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json() == {"database": "unavailable: OperationalError"}
+
+
+class Undo(Exception):
+    """Rolls the test's schema change back."""
+
+
+def test_healthz_stays_200_when_the_database_answers_but_its_tables_are_not_there(client, db):
+    # As before the first migrate: every dyno would be alike, so none is taken out of the load
+    # balancer, and the body says what failed.
+    with pytest.raises(Undo), transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE sessions_app_inboundevent")
+        response = client.get("/healthz")
+        raise Undo
+    assert response.status_code == 200
+    body = response.json()
+    assert body["database"] == "ok"
+    assert body["error"].startswith("database query failed: ")
+    assert "inbox" not in body
 
 
 def test_healthz_stays_200_when_vendors_are_not_configured(client, settings, db):
