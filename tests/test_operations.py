@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -33,9 +34,13 @@ from tests.fakes.line import sign, text_event
 # --- request ids ------------------------------------------------------------------------------
 
 
-def test_router_request_id_is_kept_and_answered(client, db):
-    response = client.get("/healthz", headers={"X-Request-ID": "f2a1c7e0-router-id"})
-    assert response["X-Request-ID"] == "f2a1c7e0-router-id"
+@pytest.mark.parametrize(
+    "given",
+    ["f2a1c7e0-router-id", "a" * 200, "x"],  # Heroku keeps a client's id of up to 200 characters
+)
+def test_router_request_id_is_kept_and_answered(client, db, given):
+    response = client.get("/healthz", headers={"X-Request-ID": given})
+    assert response["X-Request-ID"] == given
 
 
 @pytest.mark.parametrize(
@@ -88,12 +93,16 @@ def test_one_line_per_record_in_logfmt():
         raise ValueError("bad\nthing")
     except ValueError:
         line = format_record(
-            "delivery failed route=%s error=%s", "livechat", 'a "quoted" x', exc_info=sys.exc_info()
+            "delivery failed route=%s error=%s",
+            "livechat",
+            'a "quoted" x\r\tforged',
+            exc_info=sys.exc_info(),
         )
-    assert "\n" not in line
-    assert line.startswith("ts=")
+    # A carriage return would have a terminal draw the rest over the line's start.
+    assert "\n" not in line and "\r" not in line and "\t" not in line
+    assert re.match(r"ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=", line), line
     assert " level=warning logger=sessions_app.x request_id=- " in line
-    assert 'msg="delivery failed route=livechat error=a \\"quoted\\" x"' in line
+    assert 'msg="delivery failed route=livechat error=a \\"quoted\\" x\\r\\tforged"' in line
     assert 'exc="Traceback (most recent call last):\\n' in line
     assert "ValueError: bad\\nthing" in line
 
@@ -107,6 +116,11 @@ def test_one_line_per_record_in_logfmt():
         ("grant_type=refresh_token&refresh_token=rt-987654321&client_id=x", "rt-987654321"),
         ("client_secret=cs-123456789 next", "cs-123456789"),
         ("stored dal:QWERTYUIOPASDFGHJKLZ", "QWERTYUIOPASDFGHJKLZ"),
+        ("stored fra:QWERTYUIOPASDFGHJKLZ", "QWERTYUIOPASDFGHJKLZ"),
+        # The Configuration API's Personal Access Token goes as Basic <base64 of account:PAT>.
+        ("Authorization: Basic cGF0LWFjY291bnQ6ZGFsOnBhdA==", "cGF0LWFjY291bnQ6ZGFsOnBhdA=="),
+        ("api_key=ak-123456789 route=livechat", "ak-123456789"),
+        ('{"password": "pw-123456789"}', "pw-123456789"),
     ],
 )
 def test_tokens_are_masked_in_the_formatter(text, secret):
@@ -123,6 +137,44 @@ def test_configured_secrets_are_masked_wherever_they_appear(settings):
     )
     assert "LINE+channel" not in line and "bridge-key-0123456789" not in line
     assert redact("expires_in=28800 route=livechat") == "expires_in=28800 route=livechat"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SECRET_KEY",
+        "BRIDGE_API_KEY",
+        "LINE_CHANNEL_SECRET",
+        "LINE_CHANNEL_ACCESS_TOKEN",
+        "LIVECHAT_CLIENT_SECRET",
+        "LIVECHAT_REFRESH_TOKEN",
+        "LIVECHAT_WEBHOOK_SECRET",
+        "LIVECHAT_PAT",
+    ],
+)
+def test_each_configured_secret_is_masked_wherever_it_appears(settings, name):
+    value = f"v{uuid.uuid4().hex}"
+    setattr(settings, name, value)
+    line = format_record("vendor answered (%s) for %s", value, "U1")
+    assert value not in line and "[redacted]" in line
+
+
+def test_a_configured_secret_of_eight_characters_is_masked_a_shorter_one_is_not(settings):
+    settings.BRIDGE_API_KEY = "k3y-8chr"
+    assert redact("calling with k3y-8chr") == "calling with [redacted]"
+    # Shorter, it could be any word: masking it would garble lines, and a real key is longer.
+    settings.BRIDGE_API_KEY = "route"
+    assert redact("route=livechat") == "route=livechat"
+
+
+def test_a_token_in_an_exceptions_message_is_masked_in_the_logged_traceback():
+    token = f"dal:{uuid.uuid4().hex}"  # not a literal: the traceback quotes the source line
+    try:
+        raise RuntimeError(f"LiveChat answered 401 to Authorization: Bearer {token}")
+    except RuntimeError:
+        line = format_record("delivery crashed message=%s", 42, exc_info=sys.exc_info())
+    assert "RuntimeError: LiveChat answered 401 to Authorization: Bearer [redacted]" in line
+    assert token.removeprefix("dal:") not in line
 
 
 USER = "U" + "a" * 32
