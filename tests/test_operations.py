@@ -449,6 +449,16 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("LINE_CONTENT_MAX_WAIT_SECONDS", "-5"),
         # Matches no Host header: every page but the vendors' webhooks would answer 400.
         ("ALLOWED_HOSTS", "https://my-bridge-0123456789ab.herokuapp.com/"),
+        # Required with DEBUG off: a key made up per process would differ between dynos.
+        ("SECRET_KEY", ""),
+        ("ALLOWED_HOSTS", ""),
+        # The worker would wait forever between tries, or fail every message at its first.
+        ("DELIVERY_BACKOFF_MAX", "inf"),
+        ("DELIVERY_MAX_AGE_SECONDS", "0"),
+        ("LINE_CONTENT_DOWNLOAD_SECONDS", "0"),
+        ("BRIDGE_API_RATE", "0/min"),  # every JSON API call would be answered 429
+        ("BRIDGE_NOTICE_TEXTS", '{"ended": {"ja": 1}}'),
+        ("GUNICORN_MAX_REQUESTS", "lots"),
     ],
 )
 def test_a_malformed_setting_stops_the_release_and_names_itself(name, value):
@@ -479,8 +489,17 @@ def test_a_switch_is_read_in_its_usual_spellings(monkeypatch, value, expected):
     assert env_bool("SSL", default=None) is expected
 
 
-def test_a_content_wait_of_zero_is_allowed():
-    result = manage("check", env=production_env(LINE_CONTENT_MAX_WAIT_SECONDS="0"))
+def test_the_least_values_the_readme_allows_are_allowed():
+    least = production_env(
+        LINE_CONTENT_MAX_WAIT_SECONDS="0",
+        WEB_CONCURRENCY="1",
+        GUNICORN_THREADS="1",
+        DELIVERY_THREADS="1",
+        GUNICORN_MAX_REQUESTS="0",  # never replaced
+        DATABASE_POOL_SIZE="0",  # no pool
+        BRIDGE_API_RATE="Off",
+    )
+    result = manage("check", env=least)
     assert result.returncode == 0, result.stderr
 
 
