@@ -3,6 +3,7 @@ again; and never sees a token."""
 
 from __future__ import annotations
 
+import io
 import time
 from datetime import timedelta
 from types import SimpleNamespace
@@ -11,6 +12,8 @@ from unittest import mock
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.core import signing
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.http import HttpResponse
 from django.test import Client, override_settings
 from django.urls import reverse
@@ -225,9 +228,16 @@ def test_delivery_filter(admin_client, transcript, choice, bodies):
             last_error=error,
         )
     url = reverse("admin:sessions_app_message_changelist")
-    shown = admin_client.get(url, {"delivery": choice}).context["cl"].result_list
+    response = admin_client.get(url, {"delivery": choice})
+    shown = response.context["cl"].result_list
     assert sorted(m.body for m in shown) == bodies
-    assert "Failed deliveries" in admin_client.get(url).content.decode()
+    html = response.content.decode()
+    for message in shown:
+        if message.last_error:
+            assert f'<td class="field-short_error">{message.last_error}</td>' in html
+    sidebar = response.context["cl"].filter_specs
+    assert [str(spec.title) for spec in sidebar] == ["delivery", "route", "direction", "kind"]
+    assert "Failed deliveries" in html
 
 
 def test_message_search_by_line_id(admin_client, transcript):
@@ -238,6 +248,8 @@ def test_message_search_by_line_id(admin_client, transcript):
 
 def test_inbound_event_search_and_filters(admin_client, transcript):
     url = reverse("admin:sessions_app_inboundevent_changelist")
+    sidebar = admin_client.get(url).context["cl"].filter_specs
+    assert [str(spec.title) for spec in sidebar] == ["source", "event type", "outcome"]
     found = admin_client.get(url, {"q": "evt-livechat-1"}).context["cl"].result_list
     assert [e.event_id for e in found] == ["evt-livechat-1"]
     assert admin_client.get(url, {"source__exact": "line"}).context["cl"].result_count == 1
@@ -352,6 +364,35 @@ def test_retry_delivery_puts_a_failed_message_back_and_the_worker_delivers_it(
         reverse("admin:sessions_app_message_history", args=[failed.pk])
     ).content.decode()
     assert "Retry delivery" in history
+
+
+def credential_column(admin_client, name: str) -> bool:
+    """The credentials list's yes/no icon in column `name`."""
+    html = admin_client.get(reverse("admin:sessions_app_livechatcredential_changelist"))
+    cell = html.content.decode().split(f'<td class="field-{name}">', 1)[1].split("</td>", 1)[0]
+    assert cell.count("<img") == 1, cell
+    return 'alt="True"' in cell
+
+
+def test_the_credentials_list_says_when_livechat_refused_the_refresh_token(
+    admin_client, livechat, settings
+):
+    settings.LIVECHAT_REFRESH_TOKEN = "revoked"
+    with pytest.raises(CommandError):
+        call_command("livechat_connect", "--status", stdout=io.StringIO(), stderr=io.StringIO())
+    assert credential_column(admin_client, "refresh_token_refused") is True
+    assert credential_column(admin_client, "has_refresh_token") is True
+
+    # The operator replaced the seed (the bridge never refreshed with it): that one is not refused.
+    settings.LIVECHAT_REFRESH_TOKEN = "a-new-seed"
+    assert credential_column(admin_client, "refresh_token_refused") is False
+    settings.LIVECHAT_REFRESH_TOKEN = "revoked"
+    assert credential_column(admin_client, "refresh_token_refused") is True
+
+    # Connected again: no longer refused.
+    livechat.valid_refresh_token = "granted-again"
+    call_command("livechat_connect", "--refresh-token", "granted-again", stdout=io.StringIO())
+    assert credential_column(admin_client, "refresh_token_refused") is False
 
 
 def test_long_transcripts_show_the_latest_messages(admin_client, transcript):
