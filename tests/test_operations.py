@@ -550,6 +550,8 @@ def test_check_before_the_first_migrate_names_every_missing_vendor_setting():
     assert result.returncode == 0, output
     assert "bridge.W001" in output and "LINE_CHANNEL_SECRET" in output
     assert "bridge.W002" in output and "LIVECHAT_REFRESH_TOKEN" in output
+    livechat = next(x for x in output.splitlines() if "bridge.W002" in x)
+    assert livechat.count("no chat can be started") == 1  # four settings missing, said once
     assert "bridge.W003" in output and "BRIDGE_API_KEY" in output
 
 
