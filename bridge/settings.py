@@ -79,11 +79,13 @@ if not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off.")
 for _host in ALLOWED_HOSTS:
     # An address pasted from the browser matches no request: every page would answer 400 while
-    # the vendors' webhooks, answered before the host is looked at, go on working.
-    if "/" in _host:
+    # the vendors' webhooks, answered before the host is looked at, go on working. So does a
+    # name with a port (localhost:8000): Django compares the request's host without its port.
+    # An IPv6 address's colons are inside its brackets ([::1]).
+    if "/" in _host or ":" in _host.rpartition("]")[2]:
         raise ImproperlyConfigured(
             f"ALLOWED_HOSTS takes host names such as .herokuapp.com or bridge.example.com, "
-            f"not addresses: {_host!r}."
+            f"not addresses or ports: {_host!r}."
         )
 
 INSTALLED_APPS = [

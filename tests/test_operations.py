@@ -449,6 +449,9 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("LINE_CONTENT_MAX_WAIT_SECONDS", "-5"),
         # Matches no Host header: every page but the vendors' webhooks would answer 400.
         ("ALLOWED_HOSTS", "https://my-bridge-0123456789ab.herokuapp.com/"),
+        # So does a name with a port: Django compares the request's host without its port.
+        ("ALLOWED_HOSTS", "bridge.example.com:443"),
+        ("ALLOWED_HOSTS", "localhost:8000"),
         # Required with DEBUG off: a key made up per process would differ between dynos.
         ("SECRET_KEY", ""),
         ("ALLOWED_HOSTS", ""),
@@ -491,6 +494,7 @@ def test_a_switch_is_read_in_its_usual_spellings(monkeypatch, value, expected):
 
 def test_the_least_values_the_readme_allows_are_allowed():
     least = production_env(
+        ALLOWED_HOSTS=".herokuapp.com,[::1]",  # an IPv6 address's colons are no port
         LINE_CONTENT_MAX_WAIT_SECONDS="0",
         WEB_CONCURRENCY="1",
         GUNICORN_THREADS="1",
