@@ -121,6 +121,7 @@ def test_one_line_per_record_in_logfmt():
         ("Authorization: Basic cGF0LWFjY291bnQ6ZGFsOnBhdA==", "cGF0LWFjY291bnQ6ZGFsOnBhdA=="),
         ("api_key=ak-123456789 route=livechat", "ak-123456789"),
         ('{"password": "pw-123456789"}', "pw-123456789"),
+        ("LINE_CHANNEL_ACCESS_TOKEN=ct-123456789 is not the channel's", "ct-123456789"),
     ],
 )
 def test_tokens_are_masked_in_the_formatter(text, secret):
