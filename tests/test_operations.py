@@ -633,6 +633,8 @@ def test_the_https_redirect_is_for_browsers_not_for_the_vendor_webhooks(client, 
     settings.SECURE_SSL_REDIRECT = True
     settings.LINE_CHANNEL_SECRET = "line-secret"
     assert client.get("/admin/").status_code == 301
+    # Nor for a monitor probing /healthz over plain HTTP.
+    assert client.get("/healthz").status_code == 200
     # A webhook sent over plain HTTP is answered: a 301 would reach LINE after the body had
     # crossed the network anyway, and LINE does not resend a redirected POST.
     body = json.dumps({"destination": "U0", "events": []}).encode()
