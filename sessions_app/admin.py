@@ -343,13 +343,16 @@ class MessageAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Retry delivery", permissions=["retry"])
     def retry_delivery(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
-        """Failed rows go back in the queue, due now. `attempts` and `last_error` stay, as the
-        history of what went wrong; the worker overwrites the error on the next outcome."""
+        """Failed rows go back in the queue, due now, with a full DELIVERY_MAX_AGE_SECONDS from
+        now. `attempts` and `last_error` stay, as the history of what went wrong; the worker
+        overwrites the error on the next outcome."""
         selected = queryset.count()
         ids = list(queryset.filter(status=Status.FAILED).values_list("pk", flat=True))
+        now = timezone.now()
         retried = Message.objects.filter(pk__in=ids, status=Status.FAILED).update(
             status=Status.PENDING,
-            next_attempt_at=timezone.now(),
+            next_attempt_at=now,
+            requeued_at=now,
             leased_until=None,
             lease_token="",
         )

@@ -196,7 +196,8 @@ def _record_failure(rows: Sequence[Message], token: str, exc: Exception) -> None
     retryable = getattr(exc, "retryable", False)
     uncertain = getattr(exc, "uncertain", False)
     head = rows[0]
-    too_old = (now - head.created_at).total_seconds() > settings.DELIVERY_MAX_AGE_SECONDS
+    queued_at = head.requeued_at or head.created_at
+    too_old = (now - queued_at).total_seconds() > settings.DELIVERY_MAX_AGE_SECONDS
     error = f"{type(exc).__name__}: {exc}"[:2000]
     for row in rows:
         query = Message.objects.filter(pk=row.pk, lease_token=token)

@@ -131,6 +131,9 @@ class Message(models.Model):
     said_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now)
+    # When an operator last put it back in the queue (Retry delivery): DELIVERY_MAX_AGE_SECONDS
+    # counts from then, not from when it was said.
+    requeued_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     # When the attempt that delivered it began: the vendor had it no earlier. (What LiveChat
     # says an agent has seen is a time by LiveChat's clock.)

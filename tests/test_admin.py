@@ -366,6 +366,36 @@ def test_retry_delivery_puts_a_failed_message_back_and_the_worker_delivers_it(
     assert "Retry delivery" in history
 
 
+def test_a_message_retried_after_its_max_age_gets_a_full_max_age_again(
+    admin_client, api, livechat, drain, settings
+):
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    drain()
+    settings.DELIVERY_BACKOFF_BASE = settings.DELIVERY_BACKOFF_MAX = 0.01
+    livechat.fail("send_event", status=503, times=1)
+    api.call("/send", {"line_id": "U1", "message": "said two days ago"})
+    message = Message.objects.get(body="said two days ago")
+    Message.objects.filter(pk=message.pk).update(created_at=timezone.now() - timedelta(days=2))
+    drain()
+    message.refresh_from_db()
+    assert message.status == Message.Status.FAILED  # too old: failed at its first failure
+
+    # LiveChat is back but still unsteady when the operator retries it: one more 503.
+    admin_client.post(
+        reverse("admin:sessions_app_message_changelist"),
+        {"action": "retry_delivery", "_selected_action": [message.pk]},
+    )
+    livechat.fail("send_event", status=503, times=1)
+    delivery.run_once()
+    message.refresh_from_db()
+    assert message.status == Message.Status.PENDING, message.last_error
+    drain()
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+    assert chat_texts(livechat, session) == ["said two days ago"]
+
+
 def credential_column(admin_client, name: str) -> bool:
     """The credentials list's yes/no icon in column `name`."""
     html = admin_client.get(reverse("admin:sessions_app_livechatcredential_changelist"))
