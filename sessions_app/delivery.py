@@ -26,6 +26,7 @@ from . import relay
 from .db_pool import release_connection
 from .errors import DeliveryError
 from .models import InboundEvent, Message
+from .request_log import bound_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,13 @@ class DatabaseFailedMidSend(DeliveryError):
 
 
 def deliver(rows: Sequence[Message], token: str) -> None:
+    """Send leased `rows` (or the batch of them their channel takes) and record the outcome."""
+    # Every line logged meanwhile (the vendor's answer, a token refresh) names the message.
+    with bound_request_id(f"msg-{rows[0].pk}"):
+        _deliver(rows, token)
+
+
+def _deliver(rows: Sequence[Message], token: str) -> None:
     channel = CHANNELS[rows[0].route]
     try:
         batch = channel.select(rows)

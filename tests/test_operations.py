@@ -25,7 +25,6 @@ from sessions_app.models import ChatSession, InboundEvent, LiveChatCredential, M
 from sessions_app.request_log import (
     LogfmtFormatter,
     RequestIDFilter,
-    bound_request_id,
     redact,
 )
 from tests.conftest import API_KEY, ROOT, BridgeAPI
@@ -70,11 +69,18 @@ def test_request_id_is_on_every_log_line_of_the_request(client, settings, caplog
     assert caplog.records[-1].request_id == "-"
 
 
-def test_worker_can_bind_an_id_to_its_lines(caplog):
+def test_the_workers_lines_name_the_message_they_are_about(caplog, api, livechat, drain):
     caplog.handler.addFilter(RequestIDFilter())
-    with caplog.at_level(logging.INFO), bound_request_id("msg-7"):
-        logging.getLogger("sessions_app.delivery").info("delivered")
-    assert caplog.records[-1].request_id == "msg-7"
+    api.call("/init", {"line_id": "U1"})
+    with caplog.at_level(logging.INFO):
+        api.call("/send", {"line_id": "U1", "message": "hello"})
+        drain()
+    message = Message.objects.get(body="hello")
+    [delivered] = [r for r in caplog.records if f"messages=[{message.pk}]" in r.getMessage()]
+    assert delivered.request_id == f"msg-{message.pk}"
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("sessions_app").info("after the delivery")
+    assert caplog.records[-1].request_id == "-"
 
 
 # --- the log format -----------------------------------------------------------------------------
