@@ -14,7 +14,7 @@ import pytest
 
 from sessions_app import delivery
 from sessions_app.models import ChatSession, Message
-from sessions_app.notices import notice_text
+from sessions_app.notices import DEFAULT_TEXTS, notice_text
 from tests.fakes.line import image_event, new_webhook_event_id, text_event
 
 FIXTURES = Path(__file__).parent / "fixtures" / "line"
@@ -732,3 +732,22 @@ def test_notice_languages_and_overrides(settings):
     assert notice_text("ended", "ja") == "終了しました。"
     assert notice_text("ended", "en") == "The chat has ended."
     assert notice_text("agent_joined", "en", name="Ann") == "Ann has joined the chat."
+
+
+def test_notice_overrides_match_languages_in_any_spelling(settings):
+    settings.BRIDGE_DEFAULT_LANGUAGE = "en-US"
+    assert notice_text("ended", "") == "The chat has ended."  # its English, not Japanese
+    settings.BRIDGE_NOTICE_TEXTS = {
+        "ended": {"zh_TW": "對話已結束。", "PT-br": "Conversa encerrada.", "de": "Chat beendet."},
+        "queued": {"en": "Number {0}."},  # positional: nothing to fill it with
+        "transferred": {"en": "Transferring {"},  # not a valid template
+        "greeting": {"en": ["not", "a", "text"]},
+    }
+    # LINE says zh-TW, pt-BR or de-AT; the operator wrote zh_TW, PT-br and de.
+    assert notice_text("ended", "zh-TW") == "對話已結束。"
+    assert notice_text("ended", "pt-BR") == "Conversa encerrada."
+    assert notice_text("ended", "de-AT") == "Chat beendet."
+    # A broken override falls back to the built-in text rather than losing the notice.
+    assert notice_text("queued", "en") == DEFAULT_TEXTS["queued"]["en"]
+    assert notice_text("transferred", "en") == DEFAULT_TEXTS["transferred"]["en"]
+    assert notice_text("greeting", "en") == DEFAULT_TEXTS["greeting"]["en"]
