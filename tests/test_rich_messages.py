@@ -718,6 +718,18 @@ def test_init_with_push_learns_the_language_from_the_profile(api, line, livechat
     assert line.texts_for(USER) == ["The chat has ended."]
 
 
+def test_init_again_with_push_sends_the_agents_replies_to_line(api, line, livechat, drain, profile):
+    profile("en")
+    api.call("/init", {"line_id": USER, "display_name": "Client's name"})  # pulled by /messages
+    api.call("/init", {"line_id": USER, "delivery": "push"})  # the client switches, no name
+    session = session_of()
+    assert session.display_name == "Client's name"  # the client's name still wins
+    assert livechat.customers[session.customer_id]["name"] == "Client's name"
+    livechat.agent_says(session.chat_id, "Pushed to you")
+    drain()
+    assert line.texts_for(USER) == ["Pushed to you"]
+
+
 def test_notice_languages_and_overrides(settings):
     assert notice_text("ended", "en-US") == "The chat has ended."
     assert notice_text("ended", "ko") == "The chat has ended."  # no Korean text: English
