@@ -112,17 +112,25 @@ def test_init_routes_the_chat_to_the_configured_group(api, livechat, settings):
     api.call("/init", {"line_id": "U1"})
     chat = livechat.chats[ChatSession.objects.get(line_id="U1").chat_id]
     assert chat["group_ids"] == [7]
+    (get_form,) = livechat.calls_to("get_form")  # that group's pre-chat form, not another's
+    assert get_form.body["group_id"] == 7
 
 
-def test_a_returning_users_chat_goes_to_the_group_configured_now(api, livechat, drain, settings):
+@pytest.mark.parametrize("back_by", ["/send", "/init"])
+def test_a_returning_users_chat_goes_to_the_group_configured_now(
+    api, livechat, drain, settings, back_by
+):
     api.call("/init", {"line_id": "U1"})
     session = ChatSession.objects.get(line_id="U1")
     livechat.agent_ends_chat(session.chat_id)
     # The operator routes LINE chats to another group from now on.
     livechat.group_statuses[7] = "online"
     settings.LIVECHAT_GROUP_ID = 7
-    api.call("/send", {"line_id": "U1", "message": "back again"})
-    drain()
+    if back_by == "/init":
+        assert api.call("/init", {"line_id": "U1"})["type"] == "ok"
+    else:
+        api.call("/send", {"line_id": "U1", "message": "back again"})
+        drain()
     chat = livechat.chats[session.chat_id]
     assert chat["threads"][-1]["active"] and chat["group_ids"] == [7]
 
