@@ -447,6 +447,9 @@ def test_init_right_after_close_is_not_closed_by_that_close(api, livechat, drain
     assert livechat.chats[session.chat_id]["threads"][-1]["active"]
     assert api.call("/messages", {"line_id": "U1", "wait": 0.3}) == {"type": "ok", "message": ""}
     assert Message.objects.get(kind=Message.Kind.CLOSE).status == Message.Status.CANCELLED
+    # The chat is open again: its end, when the agent ends it, is the client's to hear.
+    livechat.agent_ends_chat(session.chat_id)
+    assert api.call("/messages", {"line_id": "U1", "wait": 5})["type"] == "end"
 
 
 def test_init_while_the_worker_carries_out_a_close_keeps_the_next_message_behind_it(
