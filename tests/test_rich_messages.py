@@ -621,6 +621,15 @@ def test_the_form_look_up_can_be_switched_off(line, livechat, drain, settings):
     assert not livechat.calls_to("get_form")
 
 
+def test_a_form_livechat_cannot_look_up_does_not_hold_the_chat_back(api, livechat):
+    livechat.prechat_form = PRECHAT_FORM
+    livechat.fail("get_form", status=503)
+    assert api.call("/init", {"line_id": "U1", "display_name": "Taro"})["type"] == "ok"
+    session = ChatSession.objects.get(line_id="U1")
+    assert livechat.chats[session.chat_id]["threads"][-1]["active"]
+    assert livechat.events(session.chat_id) == []  # started without the form
+
+
 def test_a_refused_form_does_not_hold_the_message_back(line, livechat, drain):
     livechat.prechat_form = PRECHAT_FORM
     livechat.fail("start_chat", status=400, error_type="validation")
