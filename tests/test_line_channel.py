@@ -1006,6 +1006,16 @@ def test_a_profile_line_refuses_is_asked_for_again_only_once_the_user_follows(
     assert livechat.customers[session.customer_id]["name"] == "Hanako"
 
 
+def test_a_name_livechat_refuses_at_first_contact_does_not_hold_the_message_back(
+    line, livechat, drain, profile
+):
+    livechat.fail("update_customer", status=400, error_type="validation")
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    assert chat_texts(livechat, session_of()) == ["hi"]
+    assert Message.objects.get(body="hi").status == Message.Status.SENT
+
+
 def test_a_profile_line_could_not_give_at_first_contact_is_asked_for_again(line, livechat, drain):
     line.profiles[USER] = {"displayName": "Hanako", "userId": USER, "language": "en"}
     line.fail("/v2/bot/profile", status=500, times=1)
