@@ -1034,3 +1034,16 @@ def test_a_profile_line_could_not_give_at_first_contact_is_asked_for_again(line,
     line.post_events([text_event(USER, "thanks")])
     drain()
     assert len(line.calls_to("/v2/bot/profile")) == asked
+
+
+def test_a_profile_without_a_language_is_asked_for_once(line, livechat, drain):
+    # LINE leaves `language` out of some profiles: the name is had, the notices use the default.
+    line.profiles[USER] = {"displayName": "Hanako", "userId": USER}
+    for text in ("hi", "anyone?", "hello?"):
+        line.post_events([text_event(USER, text)])
+        drain()
+    session = session_of()
+    assert chat_texts(livechat, session) == ["hi", "anyone?", "hello?"]
+    assert livechat.customers[session.customer_id]["name"] == "Hanako"
+    assert len(line.calls_to("/v2/bot/profile")) == 1
+    assert len(livechat.calls_to("update_customer")) == 1
