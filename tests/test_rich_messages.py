@@ -739,6 +739,19 @@ def test_init_again_with_push_sends_the_agents_replies_to_line(api, line, livech
     assert line.texts_for(USER) == ["Pushed to you"]
 
 
+def test_init_with_push_calls_off_an_unsent_end_but_not_the_reply_before_it(
+    api, line, livechat, drain
+):
+    api.call("/init", {"line_id": USER, "delivery": "push"})
+    chat_id = session_of().chat_id
+    livechat.agent_says(chat_id, "Anything else?")
+    livechat.agent_ends_chat(chat_id)
+    # The user is back before the worker pushed either: the end of that chat is called off.
+    assert api.call("/init", {"line_id": USER, "delivery": "push"})["type"] == "ok"
+    drain()
+    assert line.texts_for(USER) == ["Anything else?"]
+
+
 def test_notice_languages_and_overrides(settings):
     assert notice_text("ended", "en-US") == "The chat has ended."
     assert notice_text("ended", "ko") == "The chat has ended."  # no Korean text: English
