@@ -63,6 +63,7 @@ def test_timeout_after_livechat_took_the_message_sends_it_once(
     message = Message.objects.get(body="slow one")
     assert message.status == Message.Status.SENT
     assert message.livechat_event_id
+    assert not message.uncertain and not message.last_error  # settled, as the admin shows it
 
 
 def test_a_timeout_then_an_outage_still_checks_before_sending_again(
@@ -251,3 +252,12 @@ def test_a_wrong_app_secret_holds_messages_until_it_is_corrected(api, livechat, 
 def test_backoff_after_thousands_of_attempts_is_the_ceiling_not_an_error(settings):
     settings.DELIVERY_BACKOFF_MAX = 300.0
     assert 150.0 <= delivery.backoff_seconds(5000) <= 300.0
+
+
+def test_backoff_doubles_from_the_base_with_jitter_in_the_upper_half(settings):
+    settings.DELIVERY_BACKOFF_BASE, settings.DELIVERY_BACKOFF_MAX = 2.0, 300.0
+    # After the first attempt 1-2 s (DELIVERY_BACKOFF_BASE), then 2-4 s, 4-8 s, ... up to 300.
+    for attempts, (low, high) in {1: (1, 2), 2: (2, 4), 3: (4, 8), 9: (150, 300)}.items():
+        delays = [delivery.backoff_seconds(attempts) for _ in range(100)]
+        assert all(low <= delay <= high for delay in delays), (attempts, min(delays), max(delays))
+        assert max(delays) - min(delays) > (high - low) / 2  # spread: not all back at once
