@@ -6,10 +6,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
+from sessions_app import delivery
 from sessions_app.inbox import accept_line_events, inbox_connection
 from sessions_app.line.webhook import event_from
 from sessions_app.models import ChatSession, InboundEvent
@@ -96,6 +99,24 @@ def test_a_delivery_the_database_cannot_store_is_a_503_and_its_redelivery_goes_o
     chat = livechat.chats[ChatSession.objects.get(line_id=USER).chat_id]
     texts = [e["text"] for t in chat["threads"] for e in t["events"] if e["type"] == "message"]
     assert texts == ["are you there?"]
+
+
+def test_pruning_forgets_only_events_applied_over_a_week_ago(line, livechat, drain):
+    week_old, recent, waiting = (text_event(USER, t) for t in ("last week", "6 days", "waiting"))
+    line.post_events([week_old, recent])
+    drain()
+    line.post_events([waiting])  # stored, not applied yet (say, the worker was down)
+    for event, days in ((week_old, 8), (recent, 6), (waiting, 8)):
+        InboundEvent.objects.filter(event_id=event["webhookEventId"]).update(
+            received_at=timezone.now() - timedelta(days=days)
+        )
+    assert delivery.prune_inbound_events() == 1
+    # The waiting event is still applied, and the recent one still known when LINE redelivers it.
+    assert line.post_events([redelivered(recent)])[0] == 200
+    drain()
+    chat = livechat.chats[ChatSession.objects.get(line_id=USER).chat_id]
+    texts = [e["text"] for t in chat["threads"] for e in t["events"] if e["type"] == "message"]
+    assert texts == ["last week", "6 days", "waiting"]
 
 
 def hold_sqlite_write_lock() -> sqlite3.Connection:
