@@ -18,6 +18,9 @@ from sessions_app.models import ChatSession, Message
 from tests.conftest import wait_until
 from tests.fakes.line import text_event
 from tests.test_delivery_faults import chat_texts
+from tests.test_inbox import hold_sqlite_write_lock
+
+USER = "U" + "3" * 32
 
 
 @pytest.fixture
@@ -129,3 +132,22 @@ def test_a_slow_call_in_the_first_thread_does_not_hold_line_users_new_messages(
     late = Message.objects.get(body="answered late")
     assert late.status == Message.Status.PENDING and late.leased_until  # still in its call
     wait_until(lambda: Message.objects.get(pk=late.pk).status == Message.Status.SENT, 10)
+
+
+@pytest.mark.skipif("connection.vendor != 'sqlite'", reason="SQLite's one write lock")
+def test_a_worker_the_database_fails_goes_on_once_it_is_back(
+    line, livechat, worker, monkeypatch, caplog
+):
+    line.post_events([text_event(USER, "written while the database was busy")])
+    # The worker's connections give up on the write lock after 0.2 s, not 20.
+    options = {**connection.settings_dict["OPTIONS"], "timeout": 0.2}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    other = hold_sqlite_write_lock()
+    try:
+        worker(threads=1)  # applying the inbox fails: OperationalError, database is locked
+        wait_until(lambda: "delivery loop error" in caplog.messages, 5)
+    finally:
+        other.rollback()
+    wait_until(lambda: ChatSession.objects.filter(line_id=USER, chat_id__gt="").exists(), 5)
+    session = ChatSession.objects.get(line_id=USER)
+    wait_until(lambda: chat_texts(livechat, session) == ["written while the database was busy"])
