@@ -20,6 +20,7 @@ def test_full_conversation_init_send_reply_end(api, livechat, drain):
     }
     session = ChatSession.objects.get(line_id="U1")
     chat = livechat.chats[session.chat_id]
+    assert session.thread_id == chat["threads"][-1]["id"]  # the thread /init started, recorded
     customer = livechat.customers[session.customer_id]
     assert customer["name"] == "Taro"
     assert {"line_id": "U1"} in customer["session_fields"]
