@@ -424,6 +424,19 @@ def test_init_after_an_unread_end_does_not_hand_out_that_old_end(api, livechat):
     assert api.call("/messages", {"line_id": "U1", "wait": 5})["message"] == "Welcome back"
 
 
+def test_init_after_a_resume_whose_answer_was_lost_keeps_to_the_resumed_thread(api, livechat):
+    api.call("/init", {"line_id": "U1"})
+    session = ChatSession.objects.get(line_id="U1")
+    livechat.agent_ends_chat(session.chat_id)  # while the client was not polling
+    api.call("/send", {"line_id": "U1", "message": "back again"})
+    livechat.drop("resume_chat")  # LiveChat resumes the chat; its answer is lost
+    delivery.run_once()
+    assert api.call("/init", {"line_id": "U1"})["type"] == "ok"  # before the worker looks again
+    session.refresh_from_db()
+    assert session.thread_id == livechat.chats[session.chat_id]["threads"][-1]["id"]
+    assert api.call("/messages", {"line_id": "U1", "wait": 0.3}) == {"type": "ok", "message": ""}
+
+
 def test_a_close_of_a_chat_the_agent_has_just_ended_is_done_not_failed(api, livechat, drain):
     api.call("/init", {"line_id": "U1"})
     session = ChatSession.objects.get(line_id="U1")
