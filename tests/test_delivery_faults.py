@@ -49,6 +49,7 @@ def test_outage_delays_but_loses_and_duplicates_nothing(
     assert chat_texts(livechat, session) == ["first", "second"]
     first.refresh_from_db()
     assert first.status == Message.Status.SENT and first.attempts == 4
+    assert first.sent_at >= first.next_attempt_at  # when, as operators see it: at its 4th try
 
 
 def test_timeout_after_livechat_took_the_message_sends_it_once(
