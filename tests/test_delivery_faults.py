@@ -7,15 +7,17 @@ import io
 import signal
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 import requests
 from django.core.management import call_command
 from django.utils import timezone
 
-from sessions_app import delivery
+from sessions_app import delivery, relay
 from sessions_app.models import ChatSession, Message
 from tests.conftest import pending, wait_until
+from tests.fakes.line import text_event
 
 
 def chat_texts(livechat, session: ChatSession) -> list[str]:
@@ -163,6 +165,17 @@ def test_a_worker_late_with_a_head_keeps_the_backoff_another_worker_set(
     delivery.run_once()
     assert len(livechat.calls_to("send_event")) == calls
     assert chat_texts(livechat, session) == []
+
+
+def test_under_a_backlog_the_longest_waiting_users_are_taken_first(line, livechat):
+    line.post_events([text_event(f"U{n:032x}", f"m{n}") for n in range(40)])
+    while relay.apply_line_inbox():  # the worker's intake, without its sends
+        pass
+    # U0's message has waited longest: its retry has been due for a minute.
+    Message.objects.filter(body="m0").update(next_attempt_at=timezone.now() - timedelta(minutes=1))
+    # A worker's look takes 32 users' heads (4 x its 8 sends), not all 40.
+    heads = delivery.due_heads(delivery.WORKER_ROUTES, limit=32)
+    assert len(heads) == 32 and "m0" in [head.body for head in heads]
 
 
 def test_two_workers_never_send_a_row_twice(api, livechat, drain):
