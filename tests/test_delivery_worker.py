@@ -3,6 +3,7 @@ and a slow vendor call holds up only its own mailbox, not the LINE inbox."""
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -10,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.db.backends.signals import connection_created
 
@@ -151,3 +153,15 @@ def test_a_worker_the_database_fails_goes_on_once_it_is_back(
     wait_until(lambda: ChatSession.objects.filter(line_id=USER, chat_id__gt="").exists(), 5)
     session = ChatSession.objects.get(line_id=USER)
     wait_until(lambda: chat_texts(livechat, session) == ["written while the database was busy"])
+
+
+def test_deliver_once_sends_what_is_due_then_exits(api, livechat):
+    api.call("/init", {"line_id": "U1"})
+    for text in ("one", "two"):
+        api.call("/send", {"line_id": "U1", "message": text})
+    out = io.StringIO()
+    started = time.monotonic()
+    call_command("deliver", "--once", stdout=out)
+    assert time.monotonic() - started < 10  # at once, not at the end of its 60 s
+    assert out.getvalue() == "delivered 2 batch(es)\n"
+    assert chat_texts(livechat, ChatSession.objects.get(line_id="U1")) == ["one", "two"]
