@@ -718,10 +718,11 @@ def test_an_agent_announced_at_the_start_is_not_announced_twice(line, livechat, 
 
 
 def test_init_with_push_learns_the_language_from_the_profile(api, line, livechat, drain, profile):
-    profile("en")
+    profile("en")["pictureUrl"] = "https://profile.line-scdn.net/abc"
     api.call("/init", {"line_id": USER, "display_name": "Client's name", "delivery": "push"})
     session = session_of()
     assert session.language == "en" and session.display_name == "Client's name"
+    assert livechat.customers[session.customer_id]["avatar"] == "https://profile.line-scdn.net/abc"
     livechat.agent_ends_chat(session.chat_id)
     drain()
     assert line.texts_for(USER) == ["The chat has ended."]
