@@ -9,14 +9,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.db.backends.signals import connection_created
+from django.utils import timezone
 
 from sessions_app import delivery
-from sessions_app.models import ChatSession, Message
+from sessions_app.models import ChatSession, InboundEvent, Message
 from tests.conftest import wait_until
 from tests.fakes.line import text_event
 from tests.test_delivery_faults import chat_texts
@@ -165,3 +167,11 @@ def test_deliver_once_sends_what_is_due_then_exits(api, livechat):
     assert time.monotonic() - started < 10  # at once, not at the end of its 60 s
     assert out.getvalue() == "delivered 2 batch(es)\n"
     assert chat_texts(livechat, ChatSession.objects.get(line_id="U1")) == ["one", "two"]
+
+
+def test_a_worker_prunes_the_inbox_of_events_applied_over_a_week_ago(line, livechat, drain, worker):
+    line.post_events([text_event(USER, "last week")])
+    drain()
+    InboundEvent.objects.update(received_at=timezone.now() - timedelta(days=8))
+    worker(threads=1)  # at its start, then hourly
+    wait_until(lambda: not InboundEvent.objects.exists(), 5)
