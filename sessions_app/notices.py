@@ -54,11 +54,6 @@ def _candidates(language: str) -> list[str]:
     return [code, code.split("-")[0], "en", "ja"]
 
 
-def language_of(code: str) -> str:
-    """The language the built-in notices use for a LINE profile language such as `en-US`."""
-    return next(lang for lang in _candidates(code) if lang in ("ja", "en"))
-
-
 def notice_text(key: str, language: str = "", **values: object) -> str:
     """The notice `key` in the user's language, the operator's text before the built-in one. A
     broken override (an unknown `{placeholder}`) falls back rather than losing the notice."""
