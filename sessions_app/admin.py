@@ -316,6 +316,7 @@ class MessageAdmin(ReadOnlyAdmin):
         "livechat_thread_id",
         "livechat_event_id",
         "created_at",
+        "requeued_at",
         "sent_at",
     )
     readonly_fields = fields

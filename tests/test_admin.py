@@ -390,6 +390,8 @@ def test_a_message_retried_after_its_max_age_gets_a_full_max_age_again(
     delivery.run_once()
     message.refresh_from_db()
     assert message.status == Message.Status.PENDING, message.last_error
+    page = admin_client.get(reverse("admin:sessions_app_message_change", args=[message.pk]))
+    assert "Requeued at" in page.content.decode()  # when its max age began again
     drain()
     message.refresh_from_db()
     assert message.status == Message.Status.SENT

@@ -635,6 +635,46 @@ def test_unfollow_ends_the_open_chat(line, livechat, drain):
     assert len(chat_texts(livechat, session)) == 2
 
 
+def test_an_unfollow_before_the_first_message_left_tells_the_agent_too(line, livechat, drain):
+    line.post_events([text_event(USER, "hi"), unfollow_event(USER)])  # before the worker ran
+    drain()
+    session = session_of()
+    assert chat_texts(livechat, session) == ["hi", relay.line_events.UNFOLLOW_NOTE]
+    assert not livechat.chats[session.chat_id]["threads"][-1]["active"]
+
+
+def test_an_unfollow_while_the_first_message_starts_the_chat_ends_it_for_good(
+    line, livechat, drain
+):
+    # From helper-19's review: the worker, inside start_chat, must not open the session again
+    # once LiveChat answers, or the chat's end is pushed to the user who blocked the account.
+    livechat.echo_customer_events = True  # the close comes back as chat_deactivated
+    line.post_events([text_event(USER, "hi")])
+    livechat.slow("start_chat", 1.5)
+
+    def work() -> None:
+        try:
+            drain(timeout=20)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    wait_until(lambda: livechat.chats)  # the worker is inside start_chat
+    line.blocked(USER)
+    line.post_events([unfollow_event(USER)])
+    relay.apply_line_inbox()  # another worker thread applies the unfollow meanwhile
+    worker.join()
+    drain()
+    session = session_of()
+    assert session.state == ChatSession.State.ENDED
+    assert not session.messages.filter(kind=Message.Kind.END).exists()
+    assert line.calls_to("/v2/bot/message/push") == []
+    # The chat the first message started is the one the agent is told of the block in.
+    assert chat_texts(livechat, session) == ["hi", relay.line_events.UNFOLLOW_NOTE]
+    assert not livechat.chats[session.chat_id]["threads"][-1]["active"]
+
+
 def test_a_reply_waiting_for_a_retry_when_the_user_blocks_is_dropped(
     line, livechat, drain, settings
 ):

@@ -70,15 +70,15 @@ def deliver_to_agent(message: Message) -> None:
 
 def _closed_after(message: Message) -> bool:
     """Whether the user closed the chat after saying `message` (a last word before `/close`, the
-    note of an unfollow): it goes to the chat that close is about to end, which it must not
-    open again, or LiveChat's news of the end would be announced to the user who left."""
-    session = message.session
-    return (
-        session.state == ChatSession.State.ENDED
-        and session.messages.filter(
-            kind=Kind.CLOSE, status=Message.Status.PENDING, pk__gt=message.pk
-        ).exists()
-    )
+    note of an unfollow), even while LiveChat was answering: it goes to the chat that close is
+    about to end, which it must not open again, or LiveChat's news of the end would be announced
+    to the user who left. (An `/init` since then has called that close off.)"""
+    return Message.objects.filter(
+        session_id=message.session_id,
+        kind=Kind.CLOSE,
+        status=Message.Status.PENDING,
+        pk__gt=message.pk,
+    ).exists()
 
 
 def _already_in_chat(api: CustomerChatAPI, session: ChatSession, message: Message) -> bool:
