@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -115,6 +116,20 @@ def drain() -> Callable[..., None]:
         )
 
     return run
+
+
+def drain_in_background(drain: Callable[..., None]) -> threading.Thread:
+    """The worker's loop in a thread of its own, started, while the test goes on; join it."""
+
+    def work() -> None:
+        try:
+            drain(timeout=20)
+        finally:
+            connection.close()  # a thread's pooled connection goes back only when closed
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    return worker
 
 
 def database_url() -> str:

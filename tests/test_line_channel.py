@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from sessions_app import delivery, relay
 from sessions_app.models import ChatSession, InboundEvent, Message
-from tests.conftest import wait_until
+from tests.conftest import drain_in_background, wait_until
 from tests.fakes.line import (
     base_event,
     follow_event,
@@ -652,14 +652,7 @@ def test_an_unfollow_while_the_first_message_starts_the_chat_ends_it_for_good(
     line.post_events([text_event(USER, "hi")])
     livechat.slow("start_chat", 1.5)
 
-    def work() -> None:
-        try:
-            drain(timeout=20)
-        finally:
-            connection.close()
-
-    worker = threading.Thread(target=work)
-    worker.start()
+    worker = drain_in_background(drain)
     wait_until(lambda: livechat.chats)  # the worker is inside start_chat
     line.blocked(USER)
     line.post_events([unfollow_event(USER)])

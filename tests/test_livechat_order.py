@@ -7,12 +7,11 @@ import threading
 import time
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from sessions_app import delivery
 from sessions_app.models import ChatSession, InboundEvent, Message
-from tests.conftest import wait_until
+from tests.conftest import drain_in_background, wait_until
 from tests.fakes.line import text_event
 
 USER = "U" + "7" * 32
@@ -169,14 +168,7 @@ def _first_chat_started_meanwhile(livechat, drain) -> tuple[threading.Thread, di
     way (1 s). Returns the worker's thread and the chat, as LiveChat has it."""
     livechat.slow("start_chat", 1.0)
 
-    def work() -> None:
-        try:
-            drain(timeout=20)
-        finally:
-            connection.close()  # a thread's pooled connection goes back only when closed
-
-    worker = threading.Thread(target=work)
-    worker.start()
+    worker = drain_in_background(drain)
     wait_until(lambda: livechat.chats)
     (chat,) = livechat.chats.values()
     return worker, chat
@@ -393,14 +385,7 @@ def test_a_resumed_chat_ended_before_livechat_answered_the_resume_stays_ended(
     livechat.slow("resume_chat", 1.0)  # LiveChat opens the new thread; its answer is on the way
     line.post_events([text_event(USER, "one more question")])
 
-    def work() -> None:
-        try:
-            drain(timeout=20)
-        finally:
-            connection.close()
-
-    worker = threading.Thread(target=work)
-    worker.start()
+    worker = drain_in_background(drain)
     wait_until(lambda: len(livechat.chats[chatting.chat_id]["threads"]) == 2)
     livechat.agent_ends_chat(chatting.chat_id)  # the new thread's end, before that answer
     worker.join()
