@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from ..line import client as line_client
@@ -98,13 +99,19 @@ def user_open_chat(
 
 
 def record_chat(
-    session: ChatSession, chat_id_before: str, thread_id_before: str, *, reopen: bool = True
+    session: ChatSession,
+    chat_id_before: str,
+    thread_id_before: str,
+    *,
+    said: Message | None = None,
 ) -> None:
     """Keep the chat and thread a message went to, or /init opened (`session`'s, against what
-    they were before). Written only when they changed, and the state opened (unless not to
-    `reopen`) only from new or ended, and not when this thread's end has come meanwhile: webhooks
-    may have changed the state while LiveChat answered (an `incoming_chat` says queued or
-    with-agent)."""
+    they were before). Written only when they changed, and the state opened only from new or
+    ended, and not when this thread's end has come meanwhile: webhooks may have changed the state
+    while LiveChat answered (an `incoming_chat` says queued or with-agent). Nor when the user
+    closed the chat after saying `said` (a last word before `/close`, the note of an unfollow),
+    even while LiveChat was answering: the close is about to end that chat, and LiveChat's news
+    of the end would be announced to the user who left. (An `/init` since has called it off.)"""
     updates: dict[str, Any] = {}
     if session.chat_id != chat_id_before:
         updates["chat_id"] = session.chat_id
@@ -118,13 +125,13 @@ def record_chat(
     ended = session.thread_id and (
         session.messages.filter(kind=Kind.END, livechat_thread_id=session.thread_id).exists()
     )
-    if (
-        reopen
-        and not ended
-        and ChatSession.objects.filter(pk=session.pk, state__in=[State.NEW, State.ENDED]).update(
-            state=State.OPEN, updated_at=now
+    reopening = ChatSession.objects.filter(pk=session.pk, state__in=[State.NEW, State.ENDED])
+    if said is not None:
+        closed_after = Message.objects.filter(
+            session=OuterRef("pk"), kind=Kind.CLOSE, status=Message.Status.PENDING, pk__gt=said.pk
         )
-    ):
+        reopening = reopening.exclude(Exists(closed_after))
+    if not ended and reopening.update(state=State.OPEN, updated_at=now):
         session.state = State.OPEN
     if "chat_id" in updates:
         apply_parked(session)

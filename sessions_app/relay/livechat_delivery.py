@@ -61,24 +61,11 @@ def deliver_to_agent(message: Message) -> None:
                 chat_id=session.chat_id, events=[event], group_id=settings.LIVECHAT_GROUP_ID
             )
     session.thread_id = answer.get("thread_id") or session.thread_id
-    record_chat(session, chat_id_before, thread_id_before, reopen=not _closed_after(message))
+    record_chat(session, chat_id_before, thread_id_before, said=message)
     message.livechat_chat_id = session.chat_id
     message.livechat_thread_id = session.thread_id
     # The user's event is the last of the initial events (a filled pre-chat form comes first).
     message.livechat_event_id = (answer.get("event_ids") or [""])[-1]
-
-
-def _closed_after(message: Message) -> bool:
-    """Whether the user closed the chat after saying `message` (a last word before `/close`, the
-    note of an unfollow), even while LiveChat was answering: it goes to the chat that close is
-    about to end, which it must not open again, or LiveChat's news of the end would be announced
-    to the user who left. (An `/init` since then has called that close off.)"""
-    return Message.objects.filter(
-        session_id=message.session_id,
-        kind=Kind.CLOSE,
-        status=Message.Status.PENDING,
-        pk__gt=message.pk,
-    ).exists()
 
 
 def _already_in_chat(api: CustomerChatAPI, session: ChatSession, message: Message) -> bool:
