@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import urllib3
 from django.conf import settings
@@ -28,6 +28,8 @@ from ..db_pool import release_connection
 from .errors import NotConfigured, NotFound, OutcomeUnknown, PermanentError, RetryableError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # LINE counts a text's length in UTF-16 code units.
 MAX_TEXT_UNITS = 5000
@@ -185,35 +187,28 @@ def push(to: str, messages: list[dict[str, Any]], *, retry_key: str) -> PushResu
     return PushResult([m.id for m in sent], _header(response.headers, "x-line-request-id"))
 
 
-def reply(reply_token: str, messages: list[dict[str, Any]]) -> None:
-    request = ReplyMessageRequest.from_dict({"replyToken": reply_token, "messages": messages})
+def _call(method: Callable[..., T], *args: Any) -> T:
+    """One LINE call with the configured timeout, the thread's pooled database connection given
+    back meanwhile, and what the SDK raises turned into our errors."""
     release_connection()
     try:
-        messaging_api().reply_message_with_http_info(request, _request_timeout=request_timeout())
+        return method(*args, _request_timeout=request_timeout())
     except Exception as exc:
         raise_line_error(exc)
         raise
+
+
+def reply(reply_token: str, messages: list[dict[str, Any]]) -> None:
+    request = ReplyMessageRequest.from_dict({"replyToken": reply_token, "messages": messages})
+    _call(messaging_api().reply_message_with_http_info, request)
 
 
 def mark_as_read(mark_as_read_token: str) -> None:
     """Show the user's message that carried this token, and every one before it, as read."""
     request = MarkMessagesAsReadByTokenRequest(mark_as_read_token=mark_as_read_token)
-    release_connection()
-    try:
-        messaging_api().mark_messages_as_read_by_token_with_http_info(
-            request, _request_timeout=request_timeout()
-        )
-    except Exception as exc:
-        raise_line_error(exc)
-        raise
+    _call(messaging_api().mark_messages_as_read_by_token_with_http_info, request)
 
 
 def get_profile(user_id: str) -> dict[str, Any]:
     """The user's LINE profile (displayName, pictureUrl, language, ...)."""
-    release_connection()
-    try:
-        profile = messaging_api().get_profile(user_id, _request_timeout=request_timeout())
-    except Exception as exc:
-        raise_line_error(exc)
-        raise
-    return profile.to_dict()
+    return _call(messaging_api().get_profile, user_id).to_dict()
