@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -76,21 +77,31 @@ def parse(body: Any) -> LiveChatEvent:
     raise InvalidWebhook("neither `action` (3.6) nor `event_type` (legacy v2) is present")
 
 
+def _elements(event: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    elements = event.get("elements")
+    for element in elements if isinstance(elements, list) else []:
+        if isinstance(element, dict):
+            yield element
+
+
+def _buttons(element: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    buttons = element.get("buttons")
+    for button in buttons if isinstance(buttons, list) else []:
+        if isinstance(button, dict):
+            yield button
+
+
 def rich_message_text(event: dict[str, Any]) -> str:
     """A rich message's titles, subtitles, images' addresses and buttons, one per line (a link
     button with its address)."""
     lines: list[str] = []
-    elements = event.get("elements")
-    for element in elements if isinstance(elements, list) else []:
-        if not isinstance(element, dict):
-            continue
+    for element in _elements(event):
         lines += [str(element[k]) for k in ("title", "subtitle") if element.get(k)]
         image = element.get("image")
         if isinstance(image, dict) and isinstance(image.get("url"), str) and image["url"]:
             lines.append(image["url"])
-        buttons = element.get("buttons")
-        for button in buttons if isinstance(buttons, list) else []:
-            if isinstance(button, dict) and button.get("text"):
+        for button in _buttons(element):
+            if button.get("text"):
                 link = button.get("value") if button.get("type") in ("url", "webview") else ""
                 lines.append(f"- {button['text']}" + (f": {link}" if link else ""))
     return "\n".join(lines) or "[rich message]"
@@ -100,14 +111,11 @@ def rich_message_replies(event: dict[str, Any]) -> tuple[str, ...]:
     """The words of a rich message's buttons that answer with them (`type: message`): what a
     customer tapping one says in LiveChat's own widget. Each once, in order."""
     replies: dict[str, None] = {}
-    elements = event.get("elements")
-    for element in elements if isinstance(elements, list) else []:
-        buttons = element.get("buttons") if isinstance(element, dict) else None
-        for button in buttons if isinstance(buttons, list) else []:
-            if isinstance(button, dict) and button.get("type") == "message":
-                text = str(button.get("text") or "").strip()
-                if text:
-                    replies[text] = None
+    for element in _elements(event):
+        for button in _buttons(element):
+            text = str(button.get("text") or "").strip()
+            if button.get("type") == "message" and text:
+                replies[text] = None
     return tuple(replies)
 
 
