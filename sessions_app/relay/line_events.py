@@ -187,21 +187,9 @@ def _apply_line(event: LineEvent, unsent_before_they_came: set[str]) -> str:
         for route in (Message.Route.LINE_PUSH, Message.Route.LINE_READ):
             cancel_waiting(session, route, "the user blocked the account")
         if session.state != State.ENDED:
-            if (
-                session.chat_id
-                or session.messages.filter(
-                    route=Message.Route.LIVECHAT, status=Message.Status.PENDING
-                ).exists()
-            ):
-                # Else the agent sees only that the customer left, not that an answer given
-                # elsewhere (a call, an email) is now the only way to reach them.
-                user_said(
-                    session=session,
-                    text=UNFOLLOW_NOTE,
-                    kind=Kind.OTHER,
-                    source_event_id=event.event_id,
-                )
-            user_closed(session=session)
+            # With the note, the agent sees not only that the customer left but that an answer
+            # given elsewhere (a call, an email) is now the only way to reach them.
+            user_closed(session=session, note=UNFOLLOW_NOTE, source_event_id=event.event_id)
         return "closed: unfollowed"
     return f"ignored: {event.type}"
 

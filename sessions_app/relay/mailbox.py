@@ -163,8 +163,9 @@ def user_said_once(*, session: ChatSession, text: str, key: str) -> bool:
     return False
 
 
-def user_closed(*, session: ChatSession) -> None:
-    """The user (or their client) ended the chat: end it on LiveChat too, after what is queued."""
+def user_closed(*, session: ChatSession, note: str = "", source_event_id: str = "") -> None:
+    """The user (or their client) ended the chat: end it on LiveChat too, after what is queued,
+    and after `note` for the agent, when given."""
     with transaction.atomic():
         # What the agent side queued for a pull client that has said goodbye would be handed to
         # its next chat as if it were new.
@@ -177,6 +178,10 @@ def user_closed(*, session: ChatSession) -> None:
                 route=Message.Route.LIVECHAT, status=Message.Status.PENDING
             ).exists()
         ):
+            if note:
+                user_said(
+                    session=session, text=note, kind=Kind.OTHER, source_event_id=source_event_id
+                )
             user_said(session=session, text="", kind=Kind.CLOSE)
         session.state = State.ENDED
         session.save(update_fields=["state", "updated_at"])
