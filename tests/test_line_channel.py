@@ -529,6 +529,33 @@ def test_quick_replies_go_with_a_long_messages_last_part_at_most_13_each_one_lin
     assert labels == [f"Option {n}" for n in range(1, 14)]
 
 
+def test_long_choices_that_begin_alike_get_labels_the_user_can_tell_apart(line, livechat, drain):
+    line.post_events([text_event(USER, "hi")])
+    drain()
+    choices = [
+        "I would like to change my delivery address",
+        "I would like to change my delivery date",
+        "I would like to cancel the whole order",
+    ]
+    livechat.agent_sends_rich_message(
+        session_of().chat_id,
+        [
+            {
+                "title": "How can we help?",
+                "buttons": [{"text": c, "type": "message"} for c in choices],
+            }
+        ],
+        template_id="quick_replies",
+    )
+    drain()
+    [message] = line.received[USER]
+    assert [item["action"] for item in message["quickReply"]["items"]] == [
+        {"type": "message", "label": "I would l…ry address", "text": choices[0]},
+        {"type": "message", "label": "I would l…ivery date", "text": choices[1]},
+        {"type": "message", "label": "I would like to can…", "text": choices[2]},
+    ]
+
+
 def test_an_agents_quick_replies_reach_a_json_api_user_as_the_words_alone(api, livechat, drain):
     api.call("/init", {"line_id": "U-api"})
     session = ChatSession.objects.get(line_id="U-api")

@@ -88,20 +88,33 @@ def text_messages(text: str) -> list[dict[str, Any]]:
     return [{"type": "text", "text": piece} for piece in split_text(text)]
 
 
+def _shortened(text: str) -> str:
+    return split_text(text, MAX_QUICK_REPLY_LABEL - 1)[0] + "…"
+
+
+def _shortened_in_the_middle(text: str) -> str:
+    head = (MAX_QUICK_REPLY_LABEL - 1) // 2
+    tail = split_text(text[::-1], MAX_QUICK_REPLY_LABEL - 1 - head)[0][::-1]
+    return split_text(text, head)[0] + "…" + tail
+
+
 def quick_reply(texts: Sequence[str]) -> dict[str, Any] | None:
     """LINE's quick reply buttons that each send their own text when tapped; a text LINE would
     refuse to send is left out, a label too long is shortened."""
-    items = []
-    for text in texts:
-        if not text or utf16_units(text) > MAX_QUICK_REPLY_TEXT:
-            continue
-        label = text
-        if utf16_units(label) > MAX_QUICK_REPLY_LABEL:
-            label = split_text(label, MAX_QUICK_REPLY_LABEL - 1)[0] + "…"
-        items.append(
-            {"type": "action", "action": {"type": "message", "label": label, "text": text}}
-        )
-    return {"items": items[:MAX_QUICK_REPLIES]} if items else None
+    texts = [t for t in texts if t and utf16_units(t) <= MAX_QUICK_REPLY_TEXT][:MAX_QUICK_REPLIES]
+    labels = [t if utf16_units(t) <= MAX_QUICK_REPLY_LABEL else _shortened(t) for t in texts]
+    # Choices that differ only after their first 19 characters ("… delivery date", "… delivery
+    # address") would get the same label: the user could not tell them apart, so those keep
+    # their ends too.
+    labels = [
+        _shortened_in_the_middle(text) if label != text and labels.count(label) > 1 else label
+        for text, label in zip(texts, labels, strict=True)
+    ]
+    items = [
+        {"type": "action", "action": {"type": "message", "label": label, "text": text}}
+        for text, label in zip(texts, labels, strict=True)
+    ]
+    return {"items": items} if items else None
 
 
 def image_message(original_url: str, preview_url: str) -> dict[str, str]:
