@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models import Count, Min
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
@@ -96,7 +97,9 @@ def outbox() -> dict[str, Any]:
         for row in Message.objects.filter(status=Message.Status.PENDING)
         .order_by()
         .values("route")
-        .annotate(n=Count("id"), oldest=Min("created_at"))
+        # A row an operator put back (Retry delivery) has waited since then, not since it was
+        # first queued: a day-old retried row would otherwise look like a day-old outage.
+        .annotate(n=Count("id"), oldest=Min(Coalesce("requeued_at", "created_at")))
     }
     failed = dict(
         Message.objects.filter(status=Message.Status.FAILED)

@@ -3,6 +3,7 @@ monitoring, the JSON API's rate limit, and a Heroku deploy that passes Django's 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from django.core.cache import cache
+from django.core.management import call_command
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 from django.views.debug import ExceptionReporter
@@ -285,6 +287,22 @@ def test_healthz_reports_credentials_configuration_and_outbox(client, settings, 
     assert outbox["failed_total"] == 3
     assert body["inbox"] == {"pending": 0, "oldest_pending_seconds": None}
     assert "dal:access" not in response.content.decode()
+
+
+def test_a_message_an_operator_retried_has_waited_since_the_retry(client, db):
+    session = ChatSession.objects.create(line_id="U1")
+    retried = make_message(session, Message.Route.LIVECHAT, Message.Status.PENDING, 2 * 86400)
+    retried.requeued_at = timezone.now() - timedelta(seconds=60)
+    retried.save(update_fields=["requeued_at"])
+    make_message(session, Message.Route.LIVECHAT, Message.Status.PENDING, 30)
+
+    outbox = client.get("/healthz").json()["outbox"]
+    assert 59 <= outbox["oldest_pending_seconds"]["livechat"] <= 65
+    out = io.StringIO()
+    call_command("bridge_status", stdout=out)
+    assert f"outbox livechat: 2 waiting since {retried.requeued_at:%Y-%m-%d %H:%M:%S}" in (
+        out.getvalue()
+    )
 
 
 def test_healthz_shows_line_events_the_worker_has_not_applied(client, db):

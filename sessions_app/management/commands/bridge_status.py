@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 from django.db.models import Count, Min
+from django.db.models.functions import Coalesce
 
 from sessions_app.health import configuration_problems, livechat_credentials, what_stops
 from sessions_app.models import Message
@@ -34,7 +35,7 @@ class Command(BaseCommand):
         waiting = (
             Message.objects.filter(status=Message.Status.PENDING)
             .values("route")
-            .annotate(n=Count("id"), oldest=Min("created_at"))
+            .annotate(n=Count("id"), oldest=Min(Coalesce("requeued_at", "created_at")))
         )
         for row in waiting:
             line = (
