@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from sessions_app import delivery
 from sessions_app.models import ChatSession, InboundEvent, Message
-from tests.fakes.line import text_event, unfollow_event
+from tests.fakes.line import follow_event, text_event, unfollow_event
 
 USER = "U" + "5" * 32
 MARK_AS_READ = "/v2/bot/chat/markAsRead"
@@ -92,6 +92,25 @@ def test_a_read_mark_waiting_for_line_when_the_user_blocks_is_dropped(line, live
         Message.Status.CANCELLED,
         "the user blocked the account",
     )
+
+
+def test_what_an_agent_reads_after_the_user_blocked_marks_nothing_until_they_write_again(
+    line, livechat, drain
+):
+    said(line, drain, "hello?")
+    chat_id = ChatSession.objects.get(line_id=USER).chat_id
+    line.post_events([unfollow_event(USER)])
+    drain()
+    livechat.agent_sees(chat_id)  # the agent reads "hello?" and the note that the user left
+    drain()
+    assert marked_read(line) == []
+    assert not Message.objects.filter(kind=Message.Kind.READ).exists()
+
+    line.post_events([follow_event(USER, is_unblocked=True)])  # unblocked, and writes again
+    (again,) = said(line, drain, "it's me again")
+    livechat.agent_sees(ChatSession.objects.get(line_id=USER).chat_id)
+    drain()
+    assert marked_read(line) == [again]
 
 
 def test_a_read_mark_line_refuses_is_recorded_and_the_next_one_goes(line, livechat, drain):

@@ -163,6 +163,11 @@ def _agent_saw(session: ChatSession, event: LiveChatEvent) -> str:
     newest = seen.order_by("-id").first()
     if newest is None:
         return "nothing new seen"
+    if session.messages.filter(kind=Kind.CLOSE, id__gt=newest.pk).exists():
+        # The user closed the chat after those messages. For a LINE user that is an unfollow:
+        # they blocked the account, and the agent reads the note saying so. The marks waiting
+        # then were dropped (line_events.py), and a new one would reach no one.
+        return "the user blocked the account"
     Message.objects.create(
         session=session,
         direction=Message.Direction.TO_USER,
