@@ -5,7 +5,8 @@ bridge's web workers against the bare view's, in the same closed loop as bench/r
 
 It sets up what bench/run.py does (gunicorn for both servers, the worker, both fakes), pauses the
 worker, and reads /proc for every process of each server and for the Postgres server around each
-round. A script, not a test: about a minute."""
+round. On Postgres it also prints how many webhooks shared each commit of the LINE inbox (the
+group commit's rows per write transaction). A script, not a test: about a minute."""
 
 from __future__ import annotations
 
@@ -72,6 +73,19 @@ def usage(pids: list[int]) -> tuple[float, float, int, int]:
     return user / TICKS, system / TICKS, voluntary, involuntary
 
 
+def inbox_writes(database_url: str) -> tuple[int, int] | None:
+    """(inbox rows, transaction ids handed out so far) on Postgres, where every write transaction
+    takes one id; None on SQLite. Read by a connection of the script's own, which takes no id."""
+    if not database_url.startswith("postgres"):
+        return None
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT count(*) FROM sessions_app_inboundevent").fetchone()[0]
+        xid = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()[0]
+    return rows, int(xid)
+
+
 def main() -> int:
     args = run.parse_args(sys.argv[1:])
     bench = run.Bench(args)
@@ -85,7 +99,9 @@ def main() -> int:
         ] * 6
         print(
             "server  req/s | per request: user ms  sys ms  vol.cs  invol.cs | postgres user+sys ms"
+            " | webhooks per commit"
         )
+        database_url = bench.env["DATABASE_URL"]
         for round_no in range(1, args.rounds + 1):
             bridge_requests = bench.webhooks(bench.bridge_port, f"split{round_no}-", 12000)
             for name, port, requests, server in (
@@ -93,6 +109,7 @@ def main() -> int:
                 ("bridge", bench.bridge_port, bridge_requests, bench.web),
             ):
                 pids, database = process_tree(server.pid), postgres_pids()
+                writes_before = inbox_writes(database_url) if name == "bridge" else None
                 before, db_before = usage(pids), usage(database)
                 _, stats = loadgen.closed_loop(
                     (run.HOST, port),
@@ -101,6 +118,11 @@ def main() -> int:
                     seconds=args.throughput_seconds,
                 )
                 after, db_after = usage(pids), usage(database)
+                shared = ""
+                if writes_before is not None:
+                    writes_after = inbox_writes(database_url)
+                    rows, xids = (b - a for a, b in zip(writes_before, writes_after, strict=True))
+                    shared = f" | {rows / max(1, xids):.2f}"
                 served = max(1, len(stats["all_results"]))
                 user, system, voluntary, involuntary = (
                     (b - a) / served for a, b in zip(before, after, strict=True)
@@ -109,7 +131,7 @@ def main() -> int:
                 print(
                     f"{name:6} {served / stats['seconds']:6.0f} | {1000 * user:19.3f} "
                     f"{1000 * system:7.3f} {voluntary:7.2f} {involuntary:9.2f} | "
-                    f"{1000 * db_cpu / served:.3f}",
+                    f"{1000 * db_cpu / served:.3f}{shared}",
                     flush=True,
                 )
     finally:
